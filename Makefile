@@ -1,0 +1,28 @@
+# dualstream: `make demo` (set-up + the main job on the bundled sample), `make test` (set-up + the suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO_DIR ?= outputs/demo
+
+.PHONY: install demo test report clean
+
+install: $(STAMP)
+
+# torch is pinned to 2.13.0 in pyproject.toml: a looser range pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: install
+	rm -rf $(DEMO_DIR)
+	$(BIN)/dualstream experiment=demo sweep=demo hydra.sweep.dir=$(DEMO_DIR)
+	@echo "report:" && $(BIN)/dualstream-report $(DEMO_DIR)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf outputs .cache/dualstream .pytest_cache

@@ -1,0 +1,9 @@
+"""Acquisition functions: pure functions of arrays with one signature (see :mod:`.base`).
+
+Importing this package registers every strategy in :data:`REGISTRY`.
+"""
+
+from dualstream.acquisition import core  # noqa: F401  (registers the strategies)
+from dualstream.acquisition.base import REGISTRY, PoolView, Selection, acquire, register
+
+__all__ = ["REGISTRY", "PoolView", "Selection", "acquire", "register"]

@@ -1,0 +1,76 @@
+"""The four core strategies of the ablation: random, uncertainty-only, density-only, dual-stream."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dualstream.acquisition.base import PoolView, Selection, masked_utilities, register, top_indices
+from dualstream.acquisition.diversity import diverse_top
+
+
+def rank_percentile(values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """``(N,)`` float64: each candidate's rank among candidates scaled to ``(0, 1]`` (ties averaged); NaN elsewhere.
+
+    Ranks make the two streams commensurable whatever their units.
+    """
+    out = np.full(values.shape[0], np.nan)
+    v = values[candidates]
+    order = np.argsort(v, kind="stable")
+    ranks = np.empty(len(v))
+    ranks[order] = np.arange(1, len(v) + 1)
+    # Average ranks over ties so that equal scores get equal percentiles.
+    uniq, inverse = np.unique(v, return_inverse=True)
+    if len(uniq) < len(v):
+        sums = np.bincount(inverse, weights=ranks)
+        counts = np.bincount(inverse)
+        ranks = (sums / counts)[inverse]
+    out[candidates] = ranks / len(v)
+    return out
+
+
+def _select(view: PoolView, utilities: np.ndarray, batch_size: int, rng: np.random.Generator, diverse: bool, factor: int) -> Selection:
+    cand = view.candidates
+    if diverse:
+        idx = diverse_top(utilities, view.embedding, cand, batch_size, rng, factor)
+    else:
+        idx = top_indices(utilities, cand, batch_size)
+    return Selection(idx, masked_utilities(utilities, cand))
+
+
+@register("random")
+def random_acquisition(view: PoolView, batch_size: int, rng: np.random.Generator) -> Selection:
+    """Uniformly random candidates (utility = a random draw)."""
+    utilities = rng.random(len(view))
+    return _select(view, utilities, batch_size, rng, diverse=False, factor=1)
+
+
+@register("uncertainty")
+def uncertainty_acquisition(view: PoolView, batch_size: int, rng: np.random.Generator, diverse: bool = False, factor: int = 10) -> Selection:
+    """Task stream only: the most uncertain candidates (classic uncertainty sampling)."""
+    return _select(view, view.uncertainty.astype(np.float64), batch_size, rng, diverse, factor)
+
+
+@register("density")
+def density_acquisition(view: PoolView, batch_size: int, rng: np.random.Generator, diverse: bool = True, factor: int = 10) -> Selection:
+    """Data stream only: the most typical candidates, spread over the embedding."""
+    return _select(view, view.typicality.astype(np.float64), batch_size, rng, diverse, factor)
+
+
+def dualstream_utility(view: PoolView, beta: float = 1.0) -> np.ndarray:
+    """``(N,)`` utility ``pct(uncertainty) * pct(typicality) ** beta`` on candidates, NaN elsewhere.
+
+    High only when an item is both uncertain to the task model and typical of the data; an
+    uncertain outlier (low typicality) is pushed down. ``beta`` weighs the data stream.
+    """
+    cand = view.candidates
+    u = rank_percentile(view.uncertainty.astype(np.float64), cand)
+    t = rank_percentile(view.typicality.astype(np.float64), cand)
+    return u * t**beta
+
+
+@register("dualstream")
+def dualstream_acquisition(
+    view: PoolView, batch_size: int, rng: np.random.Generator, beta: float = 1.0, diverse: bool = True, factor: int = 10
+) -> Selection:
+    """Uncertain **and** typical, diverse within the batch (k-means in the frozen embedding)."""
+    return _select(view, dualstream_utility(view, beta), batch_size, rng, diverse, factor)

@@ -1,0 +1,163 @@
+"""The simulated active-learning loop: it orchestrates, the streams and strategies compute.
+
+Per round ``r = 0 .. rounds``: train the task model on the labels gathered so far, score it on the
+test set, score pool uncertainty, record, then (except after the last round) acquire a batch and ask
+the annotator. The initial set is drawn from the seed alone, so every strategy starts from the same
+labels for a given seed and curves are paired.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol
+
+import numpy as np
+from scipy.stats import spearmanr
+from tqdm.auto import tqdm
+
+from dualstream.acquisition import PoolView, acquire
+from dualstream.errors import ConfigError, EmptyPoolError
+from dualstream.oracle import Annotator
+from dualstream.results import RoundRecord
+from dualstream.streams.data_stream import DataStream
+
+log = logging.getLogger(__name__)
+
+
+class TaskModel(Protocol):
+    """What the loop needs of the task stream (see :class:`dualstream.streams.task_stream.TaskStream`)."""
+
+    def fit(self, images: np.ndarray, masks: np.ndarray, seed: int) -> float: ...
+
+    def score(self) -> float: ...
+
+    def pool_uncertainty(self) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """``loop`` config: ``initial`` random queries, then ``rounds`` batches of ``batch`` queries."""
+
+    initial: int
+    batch: int
+    rounds: int
+
+    def check(self, pool_size: int) -> None:
+        if self.initial < 1 or self.batch < 1 or self.rounds < 0:
+            raise ConfigError(
+                f"loop.initial and loop.batch must be >= 1 and loop.rounds >= 0, got {self.initial}, {self.batch}, {self.rounds}"
+            )
+        budget = self.initial + self.batch * self.rounds
+        if budget > pool_size:
+            raise ConfigError(
+                f"the loop asks for {budget} queries (loop.initial={self.initial} + loop.rounds={self.rounds}"
+                f" x loop.batch={self.batch}) but the pool has only {pool_size} patches; lower them or use more data"
+            )
+
+
+def stream_correlation(uncertainty: np.ndarray, typicality: np.ndarray) -> float:
+    """Spearman rank correlation of the two streams (NaN if either is constant or too short)."""
+    if len(uncertainty) < 3 or np.ptp(uncertainty) == 0 or np.ptp(typicality) == 0:
+        return float("nan")
+    return float(spearmanr(uncertainty, typicality).statistic)
+
+
+class ActiveLearningLoop:
+    """Runs one acquisition strategy from the initial set to the last round.
+
+    Args:
+        pool_images: ``(N, P, P)`` float32 candidates.
+        data_stream: the frozen encoder's embedding and typicality of the pool.
+        task: the task model (retrained each round).
+        annotator: answers queries (masks or skip).
+        acquisition: strategy name in the registry; ``acquisition_params`` its keyword arguments.
+        on_round: called with each :class:`RoundRecord` as soon as it is measured (results file, logger).
+    """
+
+    def __init__(
+        self,
+        pool_images: np.ndarray,
+        data_stream: DataStream,
+        task: TaskModel,
+        annotator: Annotator,
+        acquisition: str,
+        acquisition_params: Mapping[str, Any],
+        settings: LoopSettings,
+        seed: int,
+        on_round: Callable[[RoundRecord], None] | None = None,
+        progress: bool = True,
+    ):
+        self.images = pool_images
+        self.stream = data_stream
+        self.task = task
+        self.annotator = annotator
+        self.acquisition = acquisition
+        self.params = dict(acquisition_params)
+        self.settings = settings
+        self.seed = seed
+        self.on_round = on_round or (lambda record: None)
+        self.progress = progress
+        n = len(pool_images)
+        settings.check(n)
+        self.queried = np.zeros(n, dtype=bool)
+        self.labeled = np.zeros(n, dtype=bool)
+        self.masks = np.zeros(pool_images.shape, dtype=np.uint8)
+        self.n_skipped = 0
+
+    def _ask(self, indices: np.ndarray) -> None:
+        answers = self.annotator.annotate(indices)
+        self.queried[indices] = True
+        self.labeled[answers.labeled] = True
+        self.masks[answers.labeled] = answers.masks
+        self.n_skipped += len(answers.skipped)
+
+    def run(self) -> list[RoundRecord]:
+        s = self.settings
+        n = len(self.images)
+        # The initial set depends on the seed only, so strategies are compared on paired curves.
+        self._ask(np.random.default_rng([self.seed, 0]).choice(n, s.initial, replace=False))
+        rng = np.random.default_rng([self.seed, 1])
+        records = []
+        bar = tqdm(range(s.rounds + 1), desc=f"{self.acquisition} seed={self.seed}", disable=not self.progress, leave=True)
+        for r in bar:
+            start = time.perf_counter()
+            if not self.labeled.any():
+                raise EmptyPoolError(
+                    f"all {int(self.queried.sum())} queries so far were artifacts (skipped), nothing to train on;"
+                    " raise loop.initial or check data.ignore"
+                )
+            idx = np.flatnonzero(self.labeled)
+            loss = self.task.fit(self.images[idx], self.masks[idx], seed=self.seed * 1000 + r)
+            score = self.task.score()
+            uncertainty = self.task.pool_uncertainty()
+            free = ~self.queried
+            corr = stream_correlation(uncertainty[free], self.stream.typicality[free])
+            select_seconds = 0.0
+            record = RoundRecord(
+                round=r,
+                n_labeled=int(self.labeled.sum()),
+                n_queried=int(self.queried.sum()),
+                n_skipped=self.n_skipped,
+                score=score,
+                stream_correlation=corr,
+                seconds=0.0,
+                train_loss=loss,
+            )
+            if r < s.rounds:
+                view = PoolView(self.stream.embedding, self.stream.typicality, uncertainty, self.queried.copy())
+                t0 = time.perf_counter()
+                selection = acquire(self.acquisition, view, s.batch, rng, **self.params)
+                select_seconds = time.perf_counter() - t0
+                self._ask(selection.indices)
+            record.selection_seconds = select_seconds
+            record.seconds = time.perf_counter() - start
+            records.append(record)
+            bar.set_postfix(score=f"{score:.3f}", labeled=record.n_labeled)
+            log.info(
+                "round %d: %d labelled, %d queried (%d skipped), score %.4f, stream corr %.3f, %.1fs",
+                r, record.n_labeled, record.n_queried, record.n_skipped, score, corr, record.seconds,
+            )
+            self.on_round(record)
+        return records

@@ -1,0 +1,1 @@
+"""Lightning modules: the contrastive encoder (data stream) and the segmentation model (task stream)."""

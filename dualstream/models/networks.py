@@ -1,0 +1,76 @@
+"""Small plain-PyTorch networks (no torchvision): a convolutional encoder and a 2D U-Net."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv_block(c_in: int, c_out: int) -> nn.Sequential:
+    """Two 3x3 conv + BatchNorm + ReLU; padding keeps the spatial size."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+def conv_bn_relu(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ConvEncoder(nn.Module):
+    """``(B, 1, Y, X)`` -> ``(B, embed_dim)``: strided stem, ``depth - 1`` conv+pool levels, global pool, linear.
+
+    Kept light on purpose (one conv per level, a stride-2 stem): it is trained once per pool on a CPU.
+    """
+
+    def __init__(self, width: int = 16, depth: int = 4, embed_dim: int = 128):
+        super().__init__()
+        layers: list[nn.Module] = [conv_bn_relu(1, width, kernel=5, stride=2)]
+        c_in = width
+        for level in range(depth - 1):
+            c_out = width * 2 ** min(level + 1, 4)
+            layers += [conv_bn_relu(c_in, c_out), nn.MaxPool2d(2)]
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(c_in, embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean(dim=(-2, -1)))
+
+
+class UNet(nn.Module):
+    """2D U-Net, ``(B, 1, Y, X)`` -> logits ``(B, 1, Y, X)``; ``Y, X`` divisible by ``2**depth``.
+
+    Dropout sits before the bottleneck so that MC-dropout sampling perturbs the deepest features.
+    """
+
+    def __init__(self, width: int = 16, depth: int = 3, dropout: float = 0.1):
+        super().__init__()
+        chans = [width * 2**i for i in range(depth + 1)]
+        self.down = nn.ModuleList([conv_block(1 if i == 0 else chans[i - 1], chans[i]) for i in range(depth)])
+        self.pool = nn.MaxPool2d(2)
+        self.dropout = nn.Dropout2d(dropout)
+        self.bottleneck = conv_block(chans[depth - 1], chans[depth])
+        self.up = nn.ModuleList([nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth))])
+        self.dec = nn.ModuleList([conv_block(2 * chans[i], chans[i]) for i in reversed(range(depth))])
+        self.out = nn.Conv2d(chans[0], 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.bottleneck(self.dropout(x))
+        for up, dec, skip in zip(self.up, self.dec, reversed(skips)):
+            x = dec(torch.cat([up(x), skip], dim=1))
+        return self.out(x)

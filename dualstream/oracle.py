@@ -1,0 +1,51 @@
+"""The annotator: given pool indices, return masks, or "skip" for artifacts.
+
+:class:`SimulatedAnnotator` reads ground truth; a human annotator plugs in through the same
+:class:`Annotator` protocol (return indices' answers, never touch the loop's state).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Answers:
+    """What the annotator said about one query batch.
+
+    Attributes:
+        labeled: ``(L,)`` int64 pool indices that got a mask.
+        masks: ``(L, P, P)`` uint8 masks for ``labeled``, in the same order.
+        skipped: ``(S,)`` int64 pool indices answered "skip" (artifact: spends budget, no label).
+    """
+
+    labeled: np.ndarray
+    masks: np.ndarray
+    skipped: np.ndarray
+
+
+class Annotator(Protocol):
+    def annotate(self, indices: np.ndarray) -> Answers: ...
+
+
+class SimulatedAnnotator:
+    """Answers from ground truth; a patch at least ``threshold`` inside the ignore mask is skipped.
+
+    Args:
+        labels: ``(N, P, P)`` ground-truth masks of the pool.
+        ignore_share: ``(N,)`` share of each patch in the ignore (artifact) mask.
+        threshold: share at which a patch counts as an artifact (0.5: mostly artifact).
+    """
+
+    def __init__(self, labels: np.ndarray, ignore_share: np.ndarray, threshold: float = 0.5):
+        self.labels = labels
+        self.artifact = np.asarray(ignore_share) >= threshold
+
+    def annotate(self, indices: np.ndarray) -> Answers:
+        idx = np.asarray(indices, dtype=np.int64)
+        skip = self.artifact[idx]
+        labeled = idx[~skip]
+        return Answers(labeled=labeled, masks=self.labels[labeled], skipped=idx[skip])

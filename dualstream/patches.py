@@ -1,0 +1,210 @@
+"""Patches: cut volumes into the candidate pool (what an annotator labels) and a held-out test set.
+
+The pool is a table of square 2D tiles, one row per candidate, with the tile's origin in voxels
+(``z, y, x`` of the top-left corner, after downsampling) and its voxel size in nm.
+EM sections of the EPFL set are not contiguous, so tiles are 2D: one section, ``P x P`` pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from dualstream.errors import ConfigError, EmptyPoolError
+from dualstream.volume import Volume, check_aligned, open_volume
+
+
+@dataclass
+class PatchPool:
+    """Square 2D patches and their ground truth.
+
+    Attributes:
+        images: ``(N, P, P)`` float32 in ``[0, 1]``.
+        labels: ``(N, P, P)`` uint8 in ``{0, 1}`` (ground truth; only the oracle may read it for the pool).
+        ignore_share: ``(N,)`` float32, share of each patch inside the ignore (artifact) mask.
+        origins: ``(N, 3)`` int64, ``z, y, x`` of each patch's top-left corner, in (downsampled) voxels.
+        voxel_size: ``(z, y, x)`` nm of the (downsampled) grid.
+        source: where the patches came from, for messages and results.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    ignore_share: np.ndarray
+    origins: np.ndarray
+    voxel_size: tuple[float, float, float]
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    @property
+    def origins_nm(self) -> np.ndarray:
+        """``(N, 3)`` float64 patch origins in nanometres."""
+        return self.origins * np.asarray(self.voxel_size, dtype=np.float64)
+
+    def is_artifact(self, threshold: float = 0.5) -> np.ndarray:
+        """``(N,)`` bool: patches lying at least ``threshold`` inside the ignore mask."""
+        return self.ignore_share >= threshold
+
+
+def normalise_intensity(section: np.ndarray) -> np.ndarray:
+    """Map a raw section to float32 ``[0, 1]``: integer types by their range, floats clipped."""
+    if np.issubdtype(section.dtype, np.integer):
+        info = np.iinfo(section.dtype)
+        return ((section.astype(np.float32) - info.min) / float(info.max - info.min)).astype(np.float32)
+    return np.clip(section.astype(np.float32), 0.0, 1.0)
+
+
+def downsample(section: np.ndarray, factor: int) -> np.ndarray:
+    """Block-mean downsampling of a ``(y, x)`` float array by an integer factor (edges cropped)."""
+    if factor == 1:
+        return section
+    h, w = (section.shape[0] // factor) * factor, (section.shape[1] // factor) * factor
+    blocks = section[:h, :w].reshape(h // factor, factor, w // factor, factor)
+    return blocks.mean(axis=(1, 3), dtype=np.float32)
+
+
+def tile_origins(shape_yx: tuple[int, int], patch: int, stride: int) -> list[tuple[int, int]]:
+    """Top-left corners of ``patch x patch`` tiles at ``stride``, all fully inside ``shape_yx``."""
+    ys = range(0, shape_yx[0] - patch + 1, stride)
+    xs = range(0, shape_yx[1] - patch + 1, stride)
+    return [(y, x) for y in ys for x in xs]
+
+
+def _tiles(section: np.ndarray, origins: Sequence[tuple[int, int]], patch: int) -> np.ndarray:
+    return np.stack([section[y : y + patch, x : x + patch] for y, x in origins])
+
+
+def extract_patches(
+    image: Volume,
+    labels: Volume,
+    sections: Sequence[int],
+    patch_size: int,
+    stride: int | None = None,
+    factor: int = 1,
+    label_threshold: float = 0.0,
+    ignore: Volume | None = None,
+) -> PatchPool:
+    """Tile the given sections of an image volume (and its labels / ignore mask) into a pool.
+
+    Reads one section at a time, so only the patches are held in memory.
+
+    Args:
+        image, labels: aligned ``(z, y, x)`` volumes; labels are foreground where ``> label_threshold``.
+        sections: section indices ``z`` to use.
+        patch_size: tile side ``P`` in (downsampled) pixels.
+        stride: tile step; defaults to ``patch_size`` (non-overlapping).
+        factor: in-plane downsampling factor (block mean; masks re-thresholded at half coverage).
+        ignore: optional artifact mask, nonzero = ignore.
+
+    Raises:
+        EmptyPoolError: the sections are smaller than one patch.
+    """
+    check_aligned(image, labels, "labels")
+    if ignore is not None:
+        check_aligned(image, ignore, "ignore mask")
+    stride = stride or patch_size
+    imgs, labs, igns, origins = [], [], [], []
+    for z in sections:
+        img = downsample(normalise_intensity(image.section(z)), factor)
+        lab = downsample((labels.section(z) > label_threshold).astype(np.float32), factor) >= 0.5
+        ign = (
+            downsample((ignore.section(z) > 0).astype(np.float32), factor)
+            if ignore is not None
+            else np.zeros_like(img)
+        )
+        corners = tile_origins(img.shape, patch_size, stride)
+        if not corners:
+            raise EmptyPoolError(
+                f"{image.source}: sections are {img.shape[0]}x{img.shape[1]} pixels after downsampling by {factor},"
+                f" smaller than data.patch_size={patch_size}: the pool is empty; lower data.patch_size or data.downsample"
+            )
+        imgs.append(_tiles(img, corners, patch_size))
+        labs.append(_tiles(lab.astype(np.uint8), corners, patch_size))
+        igns.append(_tiles(ign, corners, patch_size).mean(axis=(1, 2)))
+        origins.extend((z, y, x) for y, x in corners)
+    if not imgs:
+        raise EmptyPoolError(f"{image.source}: no sections selected, so the pool is empty; check data.sections")
+    vz, vy, vx = image.voxel_size
+    return PatchPool(
+        images=np.concatenate(imgs).astype(np.float32),
+        labels=np.concatenate(labs),
+        ignore_share=np.concatenate(igns).astype(np.float32),
+        origins=np.asarray(origins, dtype=np.int64),
+        voxel_size=(vz, vy * factor, vx * factor),
+        source=image.source,
+    )
+
+
+def split_sections(n_sections: int, test_fraction: float) -> tuple[list[int], list[int]]:
+    """Hold out the last ``ceil(test_fraction * n)`` sections for testing (a fixed, seed-free split)."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f"data.test_fraction must be in (0, 1), got {test_fraction}")
+    n_test = max(1, math.ceil(test_fraction * n_sections))
+    if n_test >= n_sections:
+        raise ConfigError(
+            f"data.test_fraction={test_fraction} holds out all {n_sections} sections; give data.test_image"
+            " or use more sections"
+        )
+    return list(range(n_sections - n_test)), list(range(n_sections - n_test, n_sections))
+
+
+def _select(sections: Any, n: int, where: str) -> list[int]:
+    """``None`` -> all; ``[0, 2, 5]`` -> those; ``'0:8'`` -> a slice."""
+    if sections is None:
+        return list(range(n))
+    if isinstance(sections, str):
+        parts = [int(p) if p else None for p in sections.split(":")]
+        chosen = list(range(n))[slice(*parts)]
+    else:
+        chosen = [int(s) for s in sections]
+    bad = [s for s in chosen if not 0 <= s < n]
+    if bad:
+        raise ConfigError(f"{where}: sections {bad} are out of range for a volume of {n} sections")
+    return chosen
+
+
+def build_pools(data: Any) -> tuple[PatchPool, PatchPool]:
+    """Open the volumes named by a ``data`` config and cut the pool and the test set.
+
+    ``data`` keys: ``image, labels, label_threshold, ignore, test_image, test_labels, voxel_size,
+    downsample, patch_size, stride, test_fraction, sections``. Without ``test_image`` the last
+    ``test_fraction`` of the (selected) sections is held out.
+
+    Returns:
+        ``(pool, test)``.
+    """
+    vs = data.get("voxel_size")
+    image = open_volume(data.image, vs, role="data.image")
+    labels = open_volume(data.labels, vs, role="data.labels")
+    ignore = open_volume(data.ignore, vs, role="data.ignore") if data.get("ignore") else None
+    common = dict(
+        patch_size=int(data.patch_size),
+        stride=data.get("stride"),
+        factor=int(data.get("downsample", 1)),
+        label_threshold=float(data.label_threshold),
+    )
+    if int(data.patch_size) < 8:
+        raise ConfigError(f"data.patch_size must be at least 8 pixels, got {data.patch_size}")
+    chosen = _select(data.get("sections"), len(image), "data.sections")
+    if data.get("test_image"):
+        if not data.get("test_labels"):
+            raise ConfigError("data.test_image is set but data.test_labels is not; give both or neither")
+        test_image = open_volume(data.test_image, vs, role="data.test_image")
+        test_labels = open_volume(data.test_labels, vs, role="data.test_labels")
+        pool = extract_patches(image, labels, chosen, ignore=ignore, **common)
+        test = extract_patches(test_image, test_labels, range(len(test_image)), **common)
+    else:
+        pool_idx, test_idx = split_sections(len(chosen), float(data.get("test_fraction", 0.25)))
+        pool = extract_patches(image, labels, [chosen[i] for i in pool_idx], ignore=ignore, **common)
+        # The ignore mask marks artifacts for the annotator; test patches are scored as they are.
+        test = extract_patches(image, labels, [chosen[i] for i in test_idx], **common)
+    return pool, test

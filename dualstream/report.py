@@ -1,0 +1,249 @@
+"""``dualstream-report SWEEP_DIR``: aggregate every ``results.json`` under a directory.
+
+Writes, into ``SWEEP_DIR`` (or ``--out``):
+
+- ``report.md``: per setting (acquisition plus any other override that varies), the score at each
+  budget as mean +- std over seeds, the area under the learning curve (AULC), the share of the budget
+  spent on artifacts, the stream correlation and the selection time; then paired per-seed AULC
+  differences against ``dualstream`` when it is present.
+- ``learning_curves.png``: score vs queries, mean line and +-1 std band per setting.
+- ``summary.json``: the same numbers, machine readable.
+
+Runs are grouped by their Hydra overrides minus ``seed`` (read from ``.hydra/overrides.yaml`` beside
+each ``results.json``); without them, by acquisition name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dualstream.results import RESULTS_FILE
+
+REFERENCE = "dualstream"
+
+
+@dataclass
+class Run:
+    path: Path
+    group: str
+    seed: int
+    data: dict[str, Any]
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return self.data["records"]
+
+
+@dataclass
+class Group:
+    """All seeds of one setting, curves aligned by round."""
+
+    name: str
+    runs: list[Run] = field(default_factory=list)
+
+    def column(self, key: str) -> np.ndarray:
+        """``(seeds, rounds)`` float array of a record field; rounds cut to the shortest run."""
+        n = min(len(r.records) for r in self.runs)
+        return np.array([[_num(rec.get(key)) for rec in r.records[:n]] for r in self.runs], dtype=float)
+
+    def aulc(self) -> np.ndarray:
+        """``(seeds,)`` normalised area under score-vs-queries."""
+        from dualstream.runner import area_under_curve
+
+        n = min(len(r.records) for r in self.runs)
+        return np.array([area_under_curve(r.records[:n]) for r in self.runs])
+
+
+def _num(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _group_name(results_path: Path, data: dict[str, Any]) -> str:
+    overrides_file = results_path.parent / ".hydra" / "overrides.yaml"
+    acquisition = data.get("acquisition", "?")
+    if not overrides_file.exists():
+        return acquisition
+    import yaml
+
+    overrides = yaml.safe_load(overrides_file.read_text()) or []
+    keep = []
+    for item in overrides:
+        key = item.split("=", 1)[0].lstrip("+~")
+        if key in ("seed", "acquisition", "hydra.sweep.dir") or key.startswith("hydra."):
+            continue
+        if key in ("experiment", "sweep", "logger", "progress", "trainer", "trainer.cpu_threads") or key.startswith("paths."):
+            continue
+        keep.append(item)
+    return acquisition + (f" [{', '.join(sorted(keep))}]" if keep else "")
+
+
+def collect(sweep_dir: Path) -> dict[str, Group]:
+    """Read every ``results.json`` under ``sweep_dir``, grouped by setting.
+
+    Raises:
+        FileNotFoundError: the directory is missing or holds no results.
+    """
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"{sweep_dir}: no such directory")
+    groups: dict[str, Group] = {}
+    for path in sorted(sweep_dir.rglob(RESULTS_FILE)):
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            print(f"dualstream-report: skipping {path}: not valid JSON ({err})", file=sys.stderr)
+            continue
+        if not data.get("records"):
+            continue
+        name = _group_name(path, data)
+        groups.setdefault(name, Group(name)).runs.append(Run(path, name, int(data.get("seed", 0)), data))
+    if not groups:
+        raise FileNotFoundError(f"{sweep_dir}: no {RESULTS_FILE} with records found below it")
+    return dict(sorted(groups.items(), key=lambda kv: (kv[0] != REFERENCE, kv[0])))
+
+
+def _fmt(mean: float, std: float, digits: int = 3) -> str:
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def summarise(groups: dict[str, Group]) -> dict[str, Any]:
+    """Numbers behind the report: per group curves (mean/std per round), AULC, waste, correlation."""
+    out: dict[str, Any] = {"groups": {}}
+    for name, g in groups.items():
+        score = g.column("score")
+        queried = g.column("n_queried")
+        skipped = g.column("n_skipped")
+        aulc = g.aulc()
+        first = g.runs[0].data
+        out["groups"][name] = {
+            "acquisition": first.get("acquisition"),
+            "task": first.get("task"),
+            "metric": first.get("metric"),
+            "seeds": sorted(r.seed for r in g.runs),
+            "n_queried": np.nanmean(queried, axis=0).tolist(),
+            "score_mean": np.nanmean(score, axis=0).tolist(),
+            "score_std": np.nanstd(score, axis=0).tolist(),
+            "aulc_mean": float(np.nanmean(aulc)),
+            "aulc_std": float(np.nanstd(aulc)),
+            "aulc_per_seed": dict(zip((str(r.seed) for r in g.runs), aulc.tolist())),
+            "artifact_waste": float(np.nanmean(skipped[:, -1] / np.maximum(queried[:, -1], 1))),
+            "stream_correlation_mean": float(np.nanmean(g.column("stream_correlation"))),
+            "selection_seconds_mean": float(np.nanmean(g.column("selection_seconds"))),
+            "seconds_per_round_mean": float(np.nanmean(g.column("seconds"))),
+        }
+    if REFERENCE in groups:
+        ref = out["groups"][REFERENCE]["aulc_per_seed"]
+        paired = {}
+        for name, info in out["groups"].items():
+            if name == REFERENCE:
+                continue
+            seeds = sorted(set(ref) & set(info["aulc_per_seed"]))
+            diff = np.array([ref[s] - info["aulc_per_seed"][s] for s in seeds])
+            if len(diff):
+                paired[name] = {
+                    "seeds": seeds,
+                    "aulc_diff_mean": float(diff.mean()),
+                    "aulc_diff_std": float(diff.std()),
+                    "wins": int((diff > 0).sum()),
+                }
+        out["paired_vs_dualstream"] = paired
+    return out
+
+
+def render_markdown(summary: dict[str, Any], sweep_dir: Path) -> str:
+    groups = summary["groups"]
+    first = next(iter(groups.values()))
+    budgets = [int(round(b)) for b in max((g["n_queried"] for g in groups.values()), key=len)]
+    lines = [
+        f"# dualstream report: {sweep_dir}",
+        "",
+        f"Task `{first['task']}`, metric `{first['metric']}` (test set), mean ± std over seeds. "
+        "Columns are the budget spent (queries, skips included).",
+        "",
+        "| setting | seeds | " + " | ".join(str(b) for b in budgets) + " | AULC | budget on artifacts | stream corr. | selection s/round |",
+        "|---|---|" + "---|" * len(budgets) + "---|---|---|---|",
+    ]
+    for name, g in groups.items():
+        cells = [_fmt(m, s) for m, s in zip(g["score_mean"], g["score_std"])]
+        cells += [""] * (len(budgets) - len(cells))
+        lines.append(
+            f"| {name} | {len(g['seeds'])} | " + " | ".join(cells)
+            + f" | {_fmt(g['aulc_mean'], g['aulc_std'])} | {100 * g['artifact_waste']:.1f}% |"
+            f" {g['stream_correlation_mean']:+.2f} | {g['selection_seconds_mean']:.3f} |"
+        )
+    paired = summary.get("paired_vs_dualstream")
+    if paired:
+        lines += [
+            "",
+            "## dualstream against each setting (paired by seed)",
+            "",
+            "| setting | AULC(dualstream) − AULC(setting) | dualstream wins |",
+            "|---|---|---|",
+        ]
+        for name, p in paired.items():
+            lines.append(f"| {name} | {p['aulc_diff_mean']:+.4f} ± {p['aulc_diff_std']:.4f} | {p['wins']}/{len(p['seeds'])} |")
+    lines += ["", "![learning curves](learning_curves.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_curves(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, g in summary["groups"].items():
+        x = np.array(g["n_queried"])
+        m, s = np.array(g["score_mean"]), np.array(g["score_std"])
+        line = ax.plot(x, m, marker="o", ms=3, lw=2.2 if name == REFERENCE else 1.4, label=f"{name} (n={len(g['seeds'])})")[0]
+        ax.fill_between(x, m - s, m + s, color=line.get_color(), alpha=0.15, lw=0)
+    first = next(iter(summary["groups"].values()))
+    ax.set_xlabel("annotation budget (queries, skips included)")
+    ax.set_ylabel(f"test {first['metric']}")
+    ax.set_title(f"learning curves: {first['task']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Aggregate ``sweep_dir`` and write ``report.md``, ``learning_curves.png``, ``summary.json``; return report path."""
+    sweep_dir = Path(sweep_dir)
+    out = Path(out_dir) if out_dir else sweep_dir
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarise(collect(sweep_dir))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot_curves(summary, out / "learning_curves.png")
+    report = out / "report.md"
+    report.write_text(render_markdown(summary, sweep_dir))
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="dualstream-report", description="Aggregate a sweep's results.json files.")
+    parser.add_argument("sweep_dir", type=Path, help="directory holding runs (searched recursively)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write (default: the sweep directory)")
+    args = parser.parse_args(argv)
+    try:
+        path = write_report(args.sweep_dir, args.out)
+    except FileNotFoundError as err:
+        print(f"dualstream-report: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

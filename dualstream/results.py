@@ -1,0 +1,88 @@
+"""Run results: one record per round, written to ``results.json`` after every round.
+
+Schema (stable; ``dualstream-report`` reads it)::
+
+    {"acquisition": str, "seed": int, "task": str, "metric": str, "config": {...},
+     "records": [{"round", "n_labeled", "n_queried", "n_skipped", "score",
+                  "stream_correlation", "seconds", ...}, ...]}
+
+``n_queried`` counts every query including skips (the budget spent); ``score`` is the test metric.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+RESULTS_FILE = "results.json"
+
+
+@dataclass
+class RoundRecord:
+    """One round of the loop, measured after training on the labels gathered so far."""
+
+    round: int
+    n_labeled: int
+    n_queried: int
+    n_skipped: int
+    score: float
+    stream_correlation: float
+    seconds: float
+    selection_seconds: float = 0.0
+    train_loss: float = float("nan")
+
+
+@dataclass
+class RunResults:
+    acquisition: str
+    seed: int
+    task: str
+    metric: str
+    config: dict[str, Any]
+    records: list[RoundRecord] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict; NaN becomes ``null`` (strict JSON has no NaN)."""
+        return _nan_to_none({
+            "acquisition": self.acquisition,
+            "seed": self.seed,
+            "task": self.task,
+            "metric": self.metric,
+            "config": self.config,
+            "records": [asdict(r) for r in self.records],
+            **self.extra,
+        })
+
+    def write(self, run_dir: str | Path) -> Path:
+        """Write ``results.json`` atomically (temp file + rename), so a crash never leaves half a file."""
+        path = Path(run_dir) / RESULTS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, default=_jsonable, allow_nan=False))
+        os.replace(tmp, path)
+        return path
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,80 @@
+"""One run from a composed config: data -> two streams -> loop -> results file and logger.
+
+This is the only place that knows every config group; the pieces it wires never read configs whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dualstream.loop import ActiveLearningLoop, LoopSettings
+from dualstream.oracle import SimulatedAnnotator
+from dualstream.patches import build_pools
+from dualstream.results import RoundRecord, RunResults
+from dualstream.streams.data_stream import fit_data_stream
+from dualstream.streams.task_stream import TaskStream
+from dualstream.tracking import make_tracker
+
+log = logging.getLogger(__name__)
+
+
+def area_under_curve(records: list[RoundRecord] | list[dict[str, Any]]) -> float:
+    """Normalised area under the learning curve (score vs queries), trapezoidal, in score units."""
+    xs = np.array([r["n_queried"] if isinstance(r, dict) else r.n_queried for r in records], dtype=float)
+    ys = np.array([r["score"] if isinstance(r, dict) else r.score for r in records], dtype=float)
+    if len(xs) < 2 or xs[-1] == xs[0]:
+        return float(ys.mean()) if len(ys) else float("nan")
+    return float(np.trapezoid(ys, xs) / (xs[-1] - xs[0]))
+
+
+def run(cfg: DictConfig, run_dir: str | Path) -> RunResults:
+    """Run the loop the config describes; write ``results.json`` into ``run_dir`` after every round."""
+    run_dir = Path(run_dir)
+    if cfg.trainer.get("cpu_threads"):
+        torch.set_num_threads(int(cfg.trainer.cpu_threads))
+    container = OmegaConf.to_container(cfg, resolve=True)
+    pool, test = build_pools(cfg.data)
+    artifacts = pool.is_artifact(cfg.loop.artifact_threshold)
+    log.info(
+        "pool: %d patches of %dx%d px (%s nm voxels), %d artifacts; test: %d patches",
+        len(pool), pool.patch_size, pool.patch_size, "x".join(f"{v:g}" for v in pool.voxel_size), int(artifacts.sum()), len(test),
+    )
+    settings = LoopSettings(int(cfg.loop.initial), int(cfg.loop.batch), int(cfg.loop.rounds))
+    settings.check(len(pool))  # fail on a bad budget before the encoder trains
+    acquisition = cfg.acquisition.name
+    tracker = make_tracker(cfg.logger, run_dir, f"{acquisition}-s{cfg.seed}", container)
+    results = RunResults(
+        acquisition=acquisition,
+        seed=int(cfg.seed),
+        task=cfg.task.name,
+        metric=cfg.task.metric,
+        config=container,
+        extra={"pool_size": len(pool), "test_size": len(test), "n_artifacts": int(artifacts.sum())},
+    )
+    status = "failed"
+    try:
+        stream = fit_data_stream(pool.images, cfg.encoder, cfg.trainer, int(cfg.encoder.seed), cfg.paths.get("cache_dir"))
+        results.extra.update(encoder_seconds=stream.seconds, encoder_cached=stream.from_cache, encoder_key=stream.key)
+        task = TaskStream(cfg.model, cfg.trainer, pool.images, test.images, test.labels)
+
+        def on_round(record: RoundRecord) -> None:
+            results.records.append(record)
+            results.extra["aulc"] = area_under_curve(results.records)
+            results.write(run_dir)
+            tracker.log({k: v for k, v in vars(record).items() if k != "round"}, step=record.round)
+
+        ActiveLearningLoop(
+            pool.images, stream, task, SimulatedAnnotator(pool.labels, pool.ignore_share, cfg.loop.artifact_threshold),
+            acquisition, cfg.acquisition.get("params") or {}, settings, int(cfg.seed),
+            on_round=on_round, progress=bool(cfg.get("progress", True)),
+        ).run()
+        status = "success"
+    finally:
+        tracker.finish(status)
+    return results

@@ -1,0 +1,61 @@
+"""Task-stream uncertainty: per-pixel scores from foreground probabilities, reduced to one per patch."""
+
+from __future__ import annotations
+
+import numpy as np
+
+REDUCTIONS = ("mean", "max", "topk_mean")
+MEASURES = ("entropy", "margin", "bald")
+
+
+def binary_entropy(p: np.ndarray) -> np.ndarray:
+    """Per-pixel entropy of a Bernoulli in bits, ``[0, 1]``; ``p`` any shape."""
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+
+
+def binary_margin_uncertainty(p: np.ndarray) -> np.ndarray:
+    """Per-pixel ``1 - |p(fg) - p(bg)|``, ``[0, 1]``; 1 at ``p = 0.5``."""
+    return 1.0 - np.abs(2 * p - 1)
+
+
+def bald(samples: np.ndarray) -> np.ndarray:
+    """Per-pixel BALD mutual information from MC samples ``(N, T, ...)`` -> ``(N, ...)``, in bits."""
+    return binary_entropy(samples.mean(axis=1)) - binary_entropy(samples).mean(axis=1)
+
+
+def reduce_per_item(scores: np.ndarray, reduction: str = "mean", topk: float = 0.1) -> np.ndarray:
+    """Reduce per-pixel scores ``(N, ...)`` to per-item ``(N,)``.
+
+    ``mean`` over pixels; ``max``; ``topk_mean``: mean of the top ``topk`` share of pixels, which
+    keeps a small uncertain object from being drowned by a confident background.
+    """
+    flat = scores.reshape(scores.shape[0], -1)
+    if reduction == "mean":
+        return flat.mean(axis=1)
+    if reduction == "max":
+        return flat.max(axis=1)
+    if reduction == "topk_mean":
+        m = max(1, int(round(topk * flat.shape[1])))
+        return np.sort(flat, axis=1)[:, -m:].mean(axis=1)
+    raise ValueError(f"unknown reduction '{reduction}'; choose one of {REDUCTIONS}")
+
+
+def patch_uncertainty(probs: np.ndarray, measure: str = "entropy", reduction: str = "mean", topk: float = 0.1) -> np.ndarray:
+    """Per-patch uncertainty ``(N,)`` from probabilities.
+
+    Args:
+        probs: ``(N, T, Y, X)`` foreground probabilities; ``T`` MC samples (``T = 1`` without MC dropout).
+        measure: ``entropy`` or ``margin`` of the mean prediction, or ``bald`` (needs ``T > 1``).
+    """
+    if measure == "bald":
+        if probs.shape[1] < 2:
+            raise ValueError("measure 'bald' needs MC-dropout samples: set model.mc_samples > 1")
+        pixel = bald(probs)
+    elif measure == "entropy":
+        pixel = binary_entropy(probs.mean(axis=1))
+    elif measure == "margin":
+        pixel = binary_margin_uncertainty(probs.mean(axis=1))
+    else:
+        raise ValueError(f"unknown uncertainty measure '{measure}'; choose one of {MEASURES}")
+    return reduce_per_item(pixel, reduction, topk)
