@@ -67,46 +67,50 @@ def _num(value: Any) -> float:
     return float("nan") if value is None else float(value)
 
 
-def _group_name(results_path: Path, data: dict[str, Any]) -> str:
-    overrides_file = results_path.parent / ".hydra" / "overrides.yaml"
-    acquisition = data.get("acquisition", "?")
-    if not overrides_file.exists():
-        return acquisition
+def _overrides(results_path: Path) -> dict[str, str]:
+    """``key -> value`` of the run's Hydra overrides, from ``.hydra/overrides.yaml`` beside the results."""
+    path = results_path.parent / ".hydra" / "overrides.yaml"
+    if not path.exists():
+        return {}
     import yaml
 
-    overrides = yaml.safe_load(overrides_file.read_text()) or []
-    keep = []
-    for item in overrides:
-        key = item.split("=", 1)[0].lstrip("+~")
-        if key in ("seed", "acquisition", "hydra.sweep.dir") or key.startswith("hydra."):
-            continue
-        if key in ("experiment", "sweep", "logger", "progress", "trainer", "trainer.cpu_threads") or key.startswith("paths."):
-            continue
-        keep.append(item)
-    return acquisition + (f" [{', '.join(sorted(keep))}]" if keep else "")
+    items = yaml.safe_load(path.read_text()) or []
+    return dict(item.lstrip("+~").split("=", 1) for item in items if "=" in item)
+
+
+IGNORED_KEYS = ("seed", "acquisition", "progress", "logger", "trainer.cpu_threads")
 
 
 def collect(sweep_dir: Path) -> dict[str, Group]:
     """Read every ``results.json`` under ``sweep_dir``, grouped by setting.
+
+    A setting is the acquisition plus every override whose value differs between the runs found
+    (seed excluded), so a sweep over ``acquisition x beta x seed`` gives one group per
+    ``(acquisition, beta)``.
 
     Raises:
         FileNotFoundError: the directory is missing or holds no results.
     """
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir}: no such directory")
-    groups: dict[str, Group] = {}
+    found = []
     for path in sorted(sweep_dir.rglob(RESULTS_FILE)):
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             print(f"dualstream-report: skipping {path}: not valid JSON ({err})", file=sys.stderr)
             continue
-        if not data.get("records"):
-            continue
-        name = _group_name(path, data)
-        groups.setdefault(name, Group(name)).runs.append(Run(path, name, int(data.get("seed", 0)), data))
-    if not groups:
+        if data.get("records"):
+            found.append((path, data, _overrides(path)))
+    if not found:
         raise FileNotFoundError(f"{sweep_dir}: no {RESULTS_FILE} with records found below it")
+    keys = {k for _, _, o in found for k in o if not (k in IGNORED_KEYS or k.startswith(("hydra.", "paths.")))}
+    varying = sorted(k for k in keys if len({o.get(k) for _, _, o in found}) > 1)
+    groups: dict[str, Group] = {}
+    for path, data, overrides in found:
+        extra = [f"{k}={overrides[k]}" for k in varying if k in overrides]
+        name = data.get("acquisition", "?") + (f" [{', '.join(extra)}]" if extra else "")
+        groups.setdefault(name, Group(name)).runs.append(Run(path, name, int(data.get("seed", 0)), data))
     return dict(sorted(groups.items(), key=lambda kv: (kv[0] != REFERENCE, kv[0])))
 
 
@@ -223,8 +227,8 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pa
     """Aggregate ``sweep_dir`` and write ``report.md``, ``learning_curves.png``, ``summary.json``; return report path."""
     sweep_dir = Path(sweep_dir)
     out = Path(out_dir) if out_dir else sweep_dir
+    summary = summarise(collect(sweep_dir))  # first: a mistyped path must not be created
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarise(collect(sweep_dir))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_curves(summary, out / "learning_curves.png")
     report = out / "report.md"

@@ -25,9 +25,7 @@ class Tracker:
         if self.logger is not None:
             self.logger.finalize(status)
             if type(self.logger).__name__ == "WandbLogger":
-                import wandb
-
-                wandb.finish(quiet=True)
+                self.logger.experiment.finish(exit_code=0 if status == "success" else 1)
 
 
 def make_tracker(cfg: Mapping[str, Any], run_dir: str | Path, run_name: str, config: Mapping[str, Any]) -> Tracker:

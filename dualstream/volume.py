@@ -208,10 +208,12 @@ def open_volume(
             import tifffile
 
             try:
-                data = np.asarray(tifffile.imread(path))
+                with tifffile.TiffFile(path) as tif:
+                    axes = tif.series[0].axes
+                    data = np.asarray(tif.asarray())
             except Exception as err:
                 raise DataError(f"{path}: cannot read as TIFF ({type(err).__name__}: {err})") from err
-            if data.ndim == 4 and data.shape[-1] in (2, 3, 4):  # (z, y, x, channel)
+            if axes.endswith("S"):  # samples per pixel (RGB, grey+alpha): keep the first channel
                 data = data[..., 0]
         elif path.suffix.lower() in IMAGE_SUFFIXES:
             data = _read_2d(path)

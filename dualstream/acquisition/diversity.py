@@ -1,8 +1,11 @@
-"""Batch diversity: k-means over the top candidates, then the best item of each cluster.
+"""Batch diversity: k-means over the top candidates, then the best items of distinct clusters.
 
 Top-``B`` by utility alone fills a batch with near-duplicates (one uncertain structure tiled many
 times). Clustering the ``factor * B`` best candidates in the frozen embedding and taking the best of
 each cluster keeps the batch spread out at ``O(M B D)`` cost, ``M = factor * B``.
+
+The shortlist is over-clustered (``2B`` clusters) and the ``B`` best cluster representatives win:
+with exactly ``B`` clusters an isolated low-utility point would own a cluster and always be picked.
 """
 
 from __future__ import annotations
@@ -59,20 +62,23 @@ def diverse_top(
         factor: shortlist size as a multiple of the batch.
 
     Returns:
-        ``(batch_size,)`` int64 indices, best cluster representative first.
+        ``(batch_size,)`` int64 indices, highest utility first, at most one per cluster.
     """
     order = np.argsort(-utilities[candidates], kind="stable")
     shortlist = candidates[order[: max(batch_size, factor * batch_size)]]
     if len(shortlist) <= batch_size:
         return shortlist
-    _, assign = kmeans(embedding[shortlist], batch_size, rng)
-    chosen = []
-    for j in range(batch_size):
+    n_clusters = min(len(shortlist), 2 * batch_size)
+    _, assign = kmeans(embedding[shortlist], n_clusters, rng)
+    reps = []
+    for j in range(n_clusters):
         members = shortlist[assign == j]
         if len(members):
-            chosen.append(members[np.argmax(utilities[members])])
-    # Empty clusters (rare, duplicate points): fill with the best remaining shortlist items.
-    rest = [i for i in shortlist if i not in set(chosen)]
-    chosen += rest[: batch_size - len(chosen)]
-    chosen = np.asarray(chosen, dtype=np.int64)
-    return chosen[np.argsort(-utilities[chosen], kind="stable")]
+            reps.append(members[np.argmax(utilities[members])])
+    reps = np.asarray(reps, dtype=np.int64)
+    chosen = reps[np.argsort(-utilities[reps], kind="stable")][:batch_size]
+    if len(chosen) < batch_size:  # empty clusters (duplicate points): fill with the best remaining items
+        taken = set(chosen.tolist())
+        rest = [i for i in shortlist if i not in taken]
+        chosen = np.concatenate([chosen, np.asarray(rest[: batch_size - len(chosen)], dtype=np.int64)])
+    return chosen

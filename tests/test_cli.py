@@ -1,0 +1,123 @@
+"""End to end through the console scripts: one run, a sweep plus its report, and user errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import tifffile
+
+BIN = Path(sys.executable).parent
+RECORD_KEYS = {"round", "n_labeled", "n_queried", "n_skipped", "score", "stream_correlation", "seconds"}
+
+
+def dualstream(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([str(BIN / "dualstream"), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_one_run_writes_results_and_csv_log(tmp_path, tiny_overrides):
+    run_dir = tmp_path / "run"
+    proc = dualstream(*tiny_overrides, "logger=csv", f"hydra.run.dir={run_dir}", "acquisition=dualstream", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["acquisition"] == "dualstream" and results["seed"] == 0
+    assert results["task"] == "segment" and results["metric"] == "foreground_iou"
+    assert results["config"]["loop"]["batch"] == 4
+    records = results["records"]
+    assert [r["round"] for r in records] == [0, 1]
+    assert RECORD_KEYS <= set(records[0])
+    assert [r["n_queried"] for r in records] == [4, 8]
+    assert all(0.0 <= r["score"] <= 1.0 for r in records)
+    assert results["pool_size"] == 144 and results["test_size"] == 48  # 3 pool + 1 test section x 48 tiles
+    assert (run_dir / "csv" / "metrics.csv").exists()
+
+
+def test_wandb_is_offline_by_default(tmp_path, tiny_overrides):
+    run_dir = tmp_path / "run"
+    proc = dualstream(*tiny_overrides, "loop.rounds=0", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert (run_dir / "results.json").exists()
+
+
+def test_sweep_then_report(tmp_path, tiny_overrides):
+    sweep = tmp_path / "sweep"
+    proc = dualstream(
+        "-m", *tiny_overrides, "logger=none", "acquisition=random,dualstream", "seed=0,1",
+        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list(sweep.glob("*/results.json"))) == 4
+    rep = subprocess.run([str(BIN / "dualstream-report"), str(sweep)], capture_output=True, text=True)
+    assert rep.returncode == 0, rep.stderr
+    assert rep.stdout.strip().endswith("report.md")
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert set(summary["groups"]) == {"random", "dualstream"}
+    assert summary["groups"]["random"]["seeds"] == [0, 1]
+    assert (sweep / "learning_curves.png").stat().st_size > 1000
+    assert "| dualstream | 2 |" in (sweep / "report.md").read_text()
+
+
+def _write_volumes(tmp_path: Path, image_shape, label_shape) -> tuple[Path, Path]:
+    img, lab = tmp_path / "img.tif", tmp_path / "lab.tif"
+    tifffile.imwrite(img, np.zeros(image_shape, dtype=np.uint8))
+    tifffile.imwrite(lab, np.zeros(label_shape, dtype=np.uint8))
+    return img, lab
+
+
+@pytest.mark.parametrize(
+    "case, expect",
+    [
+        ("missing", "no such file or directory"),
+        ("mismatch", "does not match image"),
+        ("unreadable", "cannot read"),
+        ("empty", "the pool is empty"),
+        ("budget", "the pool has only"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, tiny_overrides, case, expect):
+    img, lab = _write_volumes(tmp_path, (4, 64, 64), (4, 64, 64))
+    args = [f"data.image={img}", f"data.labels={lab}", "data.voxel_size=[5,5,5]", "data.patch_size=32"]
+    if case == "missing":
+        args[0] = f"data.image={tmp_path / 'missing.h5'}:raw"
+    elif case == "mismatch":
+        _, lab = _write_volumes(tmp_path, (4, 64, 64), (3, 64, 64))
+    elif case == "unreadable":
+        bad = tmp_path / "broken.tif"
+        bad.write_bytes(b"this is not a tiff")
+        args[0] = f"data.image={bad}"
+    elif case == "empty":
+        args[3] = "data.patch_size=128"
+    elif case == "budget":
+        args.append("loop.rounds=50")
+    proc = dualstream(*tiny_overrides, "logger=none", f"hydra.run.dir={tmp_path / 'run'}", *args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("dualstream: error:")]
+    assert len(errors) == 1 and expect in errors[0], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_hdf5_volume_with_test_split_files(tmp_path, tiny_overrides):
+    """An HDF5 pool with separate HDF5 test volumes runs and scores on the given test set."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "vol.h5"
+    with h5py.File(path, "w") as f:
+        for name, z in (("raw", 2), ("test_raw", 1)):
+            f[name] = (rng.random((z, 64, 64)) * 255).astype(np.uint8)
+            f[name.replace("raw", "gt")] = (rng.random((z, 64, 64)) > 0.7).astype(np.uint8)
+    proc = dualstream(
+        *tiny_overrides, "logger=none", f"hydra.run.dir={tmp_path / 'run'}", "data.patch_size=32",
+        f"data.image={path}:raw", f"data.labels={path}:gt", f"data.test_image={path}:test_raw",
+        f"data.test_labels={path}:test_gt", "data.label_threshold=0", "data.voxel_size=[30,4,4]", "data.sections=null",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["pool_size"] == 8 and results["test_size"] == 4

@@ -1,0 +1,102 @@
+"""Networks, augmentations and Lightning modules: shapes, invariants, and that training learns."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dualstream.augment import EMAugment, gaussian_blur, random_dihedral
+from dualstream.models.encoder import ContrastiveEncoder, nt_xent
+from dualstream.models.networks import ConvEncoder, UNet
+from dualstream.models.segmentation import SegmentationModule
+from dualstream.streams.data_stream import fit_data_stream
+from dualstream.streams.task_stream import TaskStream
+
+CPU = {"accelerator": "cpu", "devices": 1}
+
+
+def test_network_shapes():
+    x = torch.rand(3, 1, 32, 32)
+    assert UNet(width=4, depth=3)(x).shape == (3, 1, 32, 32)
+    assert ConvEncoder(width=4, depth=3, embed_dim=10)(x).shape == (3, 10)
+    enc = ContrastiveEncoder(width=4, depth=3, embed_dim=10)
+    assert torch.allclose(enc(x).norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_dihedral_moves_image_and_mask_together():
+    torch.manual_seed(0)
+    img = torch.rand(16, 1, 8, 8)
+    a, b = random_dihedral(img, img.clone())
+    assert torch.equal(a, b)
+    assert not torch.equal(a, img)  # 16 samples: some transform is not the identity
+    # Each output is one of the 8 dihedral images of its input.
+    for out, src in zip(a, img):
+        variants = [torch.rot90(s, k, dims=(-2, -1)) for s in (src, src.flip(-1)) for k in range(4)]
+        assert any(torch.equal(out, v) for v in variants)
+
+
+def test_augment_keeps_range_and_shape():
+    torch.manual_seed(0)
+    x = torch.rand(8, 1, 32, 32)
+    y = EMAugment(p_missing=0.5, p_low_contrast=0.5)(x)
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    blurred = gaussian_blur(x, torch.full((8,), 2.0))
+    assert blurred.std() < x.std()  # blur removes high-frequency variance
+    assert torch.equal(gaussian_blur(x, torch.zeros(8)), x)
+
+
+def test_nt_xent_rewards_matching_views():
+    torch.manual_seed(0)
+    z = torch.randn(16, 8)
+    matched = nt_xent(z, z + 0.01 * torch.randn_like(z), 0.2)
+    unmatched = nt_xent(z, torch.randn(16, 8), 0.2)
+    assert matched < unmatched
+    assert matched >= 0
+
+
+def _stripes(n, size=32, seed=0):
+    """Synthetic segmentation task: bright vertical bars are foreground."""
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n, size, size), dtype=np.uint8)
+    for m in masks:
+        for x0 in rng.choice(size - 4, 2, replace=False):
+            m[:, x0 : x0 + 4] = 1
+    images = (0.2 + 0.6 * masks + 0.05 * rng.standard_normal(masks.shape)).astype(np.float32)
+    return np.clip(images, 0, 1), masks
+
+
+def test_task_stream_learns_and_scores_the_pool():
+    images, masks = _stripes(24)
+    cfg = {"steps": 60, "batch_size": 8, "module": {"width": 4, "depth": 2, "lr": 1e-2, "augment": False}}
+    task = TaskStream(cfg, CPU, images, images[:8], masks[:8])
+    task.fit(images[:16], masks[:16], seed=0)
+    assert task.score() > 0.6
+    u = task.pool_uncertainty()
+    assert u.shape == (24,) and np.all((u >= 0) & (u <= 1))
+
+
+def test_mc_dropout_predictions_have_samples():
+    images, masks = _stripes(4)
+    module = SegmentationModule(width=4, depth=2, mc_samples=3, dropout=0.5)
+    out = module.predict_step((torch.from_numpy(images)[:, None],), 0)
+    assert out.shape == (4, 3, 32, 32)
+    assert not module.net.dropout.training  # restored after sampling
+
+
+def test_data_stream_is_cached(tmp_path):
+    images, _ = _stripes(20)
+    cfg = {"steps": 2, "batch_size": 8, "typicality_k": 5, "module": {"width": 4, "depth": 2, "embed_dim": 8, "proj_dim": 4}}
+    first = fit_data_stream(images, cfg, CPU, seed=0, cache_dir=tmp_path)
+    second = fit_data_stream(images, cfg, CPU, seed=0, cache_dir=tmp_path)
+    other_seed = fit_data_stream(images, cfg, CPU, seed=1, cache_dir=tmp_path)
+    assert not first.from_cache and second.from_cache and not other_seed.from_cache
+    assert np.array_equal(first.embedding, second.embedding)
+    assert first.embedding.shape == (20, 8) and first.typicality.shape == (20,)
+    assert first.key != other_seed.key
+
+
+def test_data_stream_without_cache():
+    images, _ = _stripes(10)
+    cfg = {"steps": 2, "batch_size": 8, "module": {"width": 4, "depth": 2, "embed_dim": 8, "proj_dim": 4}}
+    stream = fit_data_stream(images, cfg, CPU, seed=0, cache_dir=None)
+    assert stream.embedding.shape == (10, 8) and not stream.from_cache
