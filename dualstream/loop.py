@@ -27,7 +27,12 @@ log = logging.getLogger(__name__)
 
 
 class TaskModel(Protocol):
-    """What the loop needs of the task stream (see :class:`dualstream.streams.task_stream.TaskStream`)."""
+    """What the loop needs of the task stream (see :class:`dualstream.streams.task_stream.TaskStream`).
+
+    ``fit`` takes the labelled items and their answers (masks for the dense task, True/False for
+    proposals); ``score`` is the test metric; ``pool_uncertainty`` is ``(N,)``. An optional
+    ``metrics() -> dict[str, float]`` adds task-specific numbers to every round's record.
+    """
 
     def fit(self, images: np.ndarray, masks: np.ndarray, seed: int) -> float: ...
 
@@ -103,11 +108,13 @@ class ActiveLearningLoop:
         settings.check(n)
         self.queried = np.zeros(n, dtype=bool)
         self.labeled = np.zeros(n, dtype=bool)
-        self.masks = np.zeros(pool_images.shape, dtype=np.uint8)
+        self.masks: np.ndarray | None = None  # answers, (N, ...) shaped like the annotator's
         self.n_skipped = 0
 
     def _ask(self, indices: np.ndarray) -> None:
         answers = self.annotator.annotate(indices)
+        if self.masks is None:
+            self.masks = np.zeros((len(self.images), *answers.masks.shape[1:]), dtype=answers.masks.dtype)
         self.queried[indices] = True
         self.labeled[answers.labeled] = True
         self.masks[answers.labeled] = answers.masks
@@ -129,6 +136,7 @@ class ActiveLearningLoop:
                     " raise loop.initial or check data.ignore"
                 )
             idx = np.flatnonzero(self.labeled)
+            assert self.masks is not None
             loss = self.task.fit(self.images[idx], self.masks[idx], seed=self.seed * 1000 + r)
             score = self.task.score()
             uncertainty = self.task.pool_uncertainty()
@@ -144,6 +152,7 @@ class ActiveLearningLoop:
                 stream_correlation=corr,
                 seconds=0.0,
                 train_loss=loss,
+                metrics=dict(self.task.metrics()) if hasattr(self.task, "metrics") else {},
             )
             if r < s.rounds:
                 view = PoolView(self.stream.embedding, self.stream.typicality, uncertainty, self.queried.copy())

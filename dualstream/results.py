@@ -34,6 +34,12 @@ class RoundRecord:
     seconds: float
     selection_seconds: float = 0.0
     train_loss: float = float("nan")
+    metrics: dict[str, float] = field(default_factory=dict)  # task-specific extras, flattened in the file
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(out.pop("metrics"))
+        return out
 
 
 @dataclass
@@ -54,7 +60,7 @@ class RunResults:
             "task": self.task,
             "metric": self.metric,
             "config": self.config,
-            "records": [asdict(r) for r in self.records],
+            "records": [r.to_dict() for r in self.records],
             **self.extra,
         })
 

@@ -67,7 +67,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunResults:
             results.records.append(record)
             results.extra["aulc"] = area_under_curve(results.records)
             results.write(run_dir)
-            tracker.log({k: v for k, v in vars(record).items() if k != "round"}, step=record.round)
+            tracker.log({k: v for k, v in record.to_dict().items() if k != "round"}, step=record.round)
 
         ActiveLearningLoop(
             pool.images, stream, task, SimulatedAnnotator(pool.labels, pool.ignore_share, cfg.loop.artifact_threshold),
