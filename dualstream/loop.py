@@ -30,8 +30,10 @@ class TaskModel(Protocol):
     """What the loop needs of the task stream (see :class:`dualstream.streams.task_stream.TaskStream`).
 
     ``fit`` takes the labelled items and their answers (masks for the dense task, True/False for
-    proposals); ``score`` is the test metric; ``pool_uncertainty`` is ``(N,)``. An optional
-    ``metrics() -> dict[str, float]`` adds task-specific numbers to every round's record.
+    proposals); ``score`` is the test metric; ``pool_uncertainty`` is ``(N,)``. Optional:
+    ``metrics() -> dict[str, float]`` adds task-specific numbers to every round's record, and
+    ``pool_extras() -> dict[str, ndarray]`` (arrays computed with the last ``pool_uncertainty``:
+    margin, BALD, task embedding, gradient embedding...) reaches the acquisition as ``PoolView.extras``.
     """
 
     def fit(self, images: np.ndarray, masks: np.ndarray, seed: int) -> float: ...
@@ -137,6 +139,8 @@ class ActiveLearningLoop:
                 )
             idx = np.flatnonzero(self.labeled)
             assert self.masks is not None
+            if hasattr(self.stream, "update"):  # a fine-tuned (not frozen) data stream sees the labels too
+                self.stream.update(self.images[idx], self.masks[idx], seed=self.seed * 1000 + r)
             loss = self.task.fit(self.images[idx], self.masks[idx], seed=self.seed * 1000 + r)
             score = self.task.score()
             uncertainty = self.task.pool_uncertainty()
@@ -155,7 +159,8 @@ class ActiveLearningLoop:
                 metrics=dict(self.task.metrics()) if hasattr(self.task, "metrics") else {},
             )
             if r < s.rounds:
-                view = PoolView(self.stream.embedding, self.stream.typicality, uncertainty, self.queried.copy())
+                extras = self.task.pool_extras() if hasattr(self.task, "pool_extras") else {}
+                view = PoolView(self.stream.embedding, self.stream.typicality, uncertainty, self.queried.copy(), extras)
                 t0 = time.perf_counter()
                 selection = acquire(self.acquisition, view, s.batch, rng, **self.params)
                 select_seconds = time.perf_counter() - t0
