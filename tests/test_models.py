@@ -75,12 +75,33 @@ def test_task_stream_learns_and_scores_the_pool():
     assert u.shape == (24,) and np.all((u >= 0) & (u <= 1))
 
 
-def test_mc_dropout_predictions_have_samples():
+def test_predict_outputs_probabilities_embeddings_and_gradients():
     images, masks = _stripes(4)
     module = SegmentationModule(width=4, depth=2, mc_samples=3, dropout=0.5)
+    module.eval()
     out = module.predict_step((torch.from_numpy(images)[:, None],), 0)
-    assert out.shape == (4, 3, 32, 32)
+    assert out["probs"].shape == (4, 3, 32, 32)
+    assert not torch.equal(out["probs"][:, 0], out["probs"][:, 1])  # MC dropout samples differ
     assert not module.net.dropout.training  # restored after sampling
+    assert out["features"].shape == (4, 16)  # bottleneck width 4 * 2**2, pooled
+    assert out["grad"].shape == (4, 5)  # last features (4) + bias
+    # The bias part of the gradient embedding is the mean residual p - round(p) of the first pass.
+    logits, _, _ = module.net.forward_features(torch.from_numpy(images)[:, None])
+    p = torch.sigmoid(logits)
+    assert torch.allclose(out["grad"][:, -1], (p - (p >= 0.5).float()).mean(dim=(1, 2, 3)), atol=1e-6)
+
+
+def test_task_stream_supplies_extras_for_the_zoo():
+    images, masks = _stripes(12)
+    cfg = {"steps": 5, "batch_size": 4, "module": {"width": 4, "depth": 2, "mc_samples": 2}}
+    task = TaskStream(cfg, CPU, images, images[:4], masks[:4])
+    task.fit(images[:6], masks[:6], seed=0)
+    u = task.pool_uncertainty()
+    extras = task.pool_extras()
+    assert set(extras) == {"margin", "least_confidence", "bald", "task_embedding", "grad_embedding"}
+    assert all(len(v) == 12 for v in extras.values())
+    assert np.allclose(extras["least_confidence"], extras["margin"] / 2)
+    assert u.shape == (12,)
 
 
 def test_data_stream_is_cached(tmp_path):

@@ -4,6 +4,14 @@ Importing this package registers every strategy in :data:`REGISTRY`.
 """
 
 from dualstream.acquisition import core  # noqa: F401  (registers the strategies)
+from dualstream.acquisition import (  # noqa: F401  (register the rest of the zoo)
+    badge,
+    coverage,
+    density_weighted,
+    tasq,
+    typiclust,
+    uncertainty_variants,
+)
 from dualstream.acquisition.base import REGISTRY, PoolView, Selection, acquire, register
 
 __all__ = ["REGISTRY", "PoolView", "Selection", "acquire", "register"]

@@ -64,13 +64,18 @@ class UNet(nn.Module):
         self.dec = nn.ModuleList([conv_block(2 * chans[i], chans[i]) for i in reversed(range(depth))])
         self.out = nn.Conv2d(chans[0], 1, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits ``(B, 1, Y, X)``, bottleneck ``(B, 2^depth w, Y/2^depth, X/2^depth)``, last features ``(B, w, Y, X)``."""
         skips = []
         for block in self.down:
             x = block(x)
             skips.append(x)
             x = self.pool(x)
-        x = self.bottleneck(self.dropout(x))
+        bottleneck = self.bottleneck(self.dropout(x))
+        x = bottleneck
         for up, dec, skip in zip(self.up, self.dec, reversed(skips)):
             x = dec(torch.cat([up(x), skip], dim=1))
-        return self.out(x)
+        return self.out(x), bottleneck, x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[0]

@@ -21,8 +21,8 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0)
 class SegmentationModule(pl.LightningModule):
     """U-Net trained with BCE + Dice on labelled patches; ``test/iou`` is foreground IoU.
 
-    Batches are ``(image, mask)``, each ``(B, 1, P, P)`` float. ``predict_step`` returns foreground
-    probabilities ``(B, 1, P, P)``; with ``mc_samples > 1`` it returns ``(B, T, P, P)`` from MC dropout.
+    Batches are ``(image, mask)``, each ``(B, 1, P, P)`` float. ``predict_step`` returns a dict of
+    per-patch outputs (probabilities, task embedding, gradient embedding).
     """
 
     def __init__(
@@ -58,15 +58,30 @@ class SegmentationModule(pl.LightningModule):
         self.test_iou.update(torch.sigmoid(self(x)), y.int())
         self.log("test/iou", self.test_iou, on_step=False, on_epoch=True)
 
-    def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+    def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Pool outputs per patch.
+
+        Returns:
+            ``probs`` ``(B, T, P, P)`` foreground probabilities (``T = mc_samples``, MC dropout when > 1);
+            ``features`` ``(B, F)`` the bottleneck, average-pooled (the task stream's embedding);
+            ``grad`` ``(B, w + 1)`` BADGE gradient embedding: the gradient of the BCE loss, with the
+            predicted label as target, w.r.t. the last 1x1 conv's weights and bias, averaged over pixels.
+        """
         x = batch[0]
+        logits, bottleneck, last = self.net.forward_features(x)
+        p = torch.sigmoid(logits)  # (B, 1, P, P)
+        residual = p - (p >= 0.5).float()  # dBCE/dlogit with the hard pseudo-label
+        grad = torch.cat([(residual * last).mean(dim=(-2, -1)), residual.mean(dim=(-2, -1))], dim=1)
+        out = {"features": bottleneck.mean(dim=(-2, -1)), "grad": grad}
         if self.hparams.mc_samples <= 1:
-            return torch.sigmoid(self(x))
+            out["probs"] = p
+            return out
         self.net.dropout.train()  # MC dropout: keep only the dropout layer stochastic
         try:
-            return torch.cat([torch.sigmoid(self(x)) for _ in range(self.hparams.mc_samples)], dim=1)
+            out["probs"] = torch.cat([torch.sigmoid(self(x)) for _ in range(self.hparams.mc_samples)], dim=1)
         finally:
             self.net.dropout.eval()
+        return out
 
     def configure_optimizers(self):
         # Cosine decay to zero: short per-round trainings end in a settled model, not mid-oscillation.

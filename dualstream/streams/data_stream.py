@@ -1,8 +1,13 @@
-"""The data stream: train the contrastive encoder once on the whole pool, embed it, cache on disk.
+"""The data stream: train the pool encoder once on the whole pool, embed it, cache on disk.
 
-The encoder never changes while labels arrive, so its embedding and the typicality derived from it
-are computed once per (pool, encoder config, seed) and shared by every run of a sweep through the
-cache. A file lock makes concurrent runs (parallel sweep jobs) wait for one training, not repeat it.
+The encoder (``encoder.name``: ``simclr``, the default contrastive encoder, or ``vae``) never changes
+while labels arrive, so its embedding and the typicality derived from it are computed once per
+(pool, encoder config, seed) and shared by every run of a sweep through the cache. A file lock makes
+concurrent runs (parallel sweep jobs) wait for one training, not repeat it.
+
+The ``encoder.finetune=true`` ablation (ECCV 2020 fine-tuned its encoder with the labels each round)
+returns a :class:`FinetunedDataStream` instead: same start, but re-embedded after every round. It
+deliberately gives up the frozen reference the method is built on; see that class.
 """
 
 from __future__ import annotations
@@ -13,20 +18,39 @@ import json
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
+from dualstream.augment import random_dihedral
 from dualstream.datamodules import PoolPatchData
+from dualstream.errors import ConfigError
 from dualstream.models.encoder import ContrastiveEncoder
+from dualstream.models.vae import PatchVAE
 from dualstream.streams.typicality import knn_typicality
 from dualstream.trainer import build_trainer
 
 log = logging.getLogger(__name__)
+
+#: ``encoder.name`` -> Lightning module class. ``simclr`` is the default when the name is missing.
+ENCODERS: dict[str, type[pl.LightningModule]] = {"simclr": ContrastiveEncoder, "vae": PatchVAE}
+
+#: The representation a supervised head sees when fine-tuning (unnormalised; dimension = embedding's).
+FEATURES: dict[str, Callable[[Any, torch.Tensor], torch.Tensor]] = {
+    "simclr": lambda module, x: module.backbone(x),
+    "vae": lambda module, x: module.encode(x)[0],
+}
+
+#: Keys that only matter after the initial training: left out of the cache key, so frozen and
+#: fine-tuned runs of a seed share one trained encoder (and start from the same embedding).
+FINETUNE_KEYS = frozenset({"finetune", "finetune_steps", "finetune_batch_size", "finetune_lr"})
 
 
 @dataclass
@@ -48,9 +72,36 @@ class DataStream:
     key: str
 
 
+def encoder_name(encoder_cfg: Mapping[str, Any]) -> str:
+    """``encoder.name`` checked against :data:`ENCODERS` (``simclr`` when unset)."""
+    name = str(encoder_cfg.get("name") or "simclr")
+    if name not in ENCODERS:
+        raise ConfigError(f"encoder.name: unknown encoder {name!r}; choose one of {', '.join(sorted(ENCODERS))} (e.g. encoder=vae)")
+    return name
+
+
+def build_encoder(images: np.ndarray, encoder_cfg: Mapping[str, Any]) -> pl.LightningModule:
+    """A fresh, untrained encoder module for ``(N, P, P)`` pool patches, as ``encoder_cfg`` says."""
+    name = encoder_name(encoder_cfg)
+    kwargs = dict(encoder_cfg.get("module", {}) or {})
+    if name == "vae":
+        p = int(images.shape[-1])
+        if kwargs.get("patch_size") not in (None, p):
+            raise ConfigError(f"encoder.module.patch_size={kwargs['patch_size']} does not match the pool's {p}x{p} patches; leave it unset")
+        kwargs["patch_size"] = p
+        depth = int(kwargs.get("depth", 4))
+        if depth < 1 or p % 2**depth:
+            raise ConfigError(
+                f"encoder.module.depth={depth}: the VAE needs the patch size ({p}) to be a multiple of 2**depth = {2**depth};"
+                " lower encoder.module.depth or change data.patch_size"
+            )
+    return ENCODERS[name](**kwargs)
+
+
 def cache_key(images: np.ndarray, encoder_cfg: Mapping[str, Any], seed: int) -> str:
     h = hashlib.sha1(np.ascontiguousarray(images).tobytes())
-    h.update(json.dumps(dict(encoder_cfg), sort_keys=True, default=str).encode())
+    cfg = {k: v for k, v in dict(encoder_cfg).items() if k not in FINETUNE_KEYS}
+    h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
     h.update(str(seed).encode())
     return h.hexdigest()[:16]
 
@@ -66,17 +117,143 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def train_encoder(images: np.ndarray, encoder_cfg: Mapping[str, Any], trainer_cfg: Mapping[str, Any], seed: int) -> np.ndarray:
-    """Train a :class:`ContrastiveEncoder` on ``images`` ``(N, P, P)``; return the ``(N, D)`` embedding."""
+def embed(module: pl.LightningModule, images: np.ndarray, trainer_cfg: Mapping[str, Any]) -> np.ndarray:
+    """``(N, D)`` float32 embedding of ``images`` by ``module.predict_step`` (eval mode)."""
+    module.eval()
+    trainer = build_trainer(trainer_cfg, 1)
+    with torch.no_grad():
+        out = trainer.predict(module, datamodule=PoolPatchData(images, steps=1, batch_size=1))
+    return torch.cat(out).float().cpu().numpy()  # type: ignore[arg-type]
+
+
+def _train(images: np.ndarray, encoder_cfg: Mapping[str, Any], trainer_cfg: Mapping[str, Any], seed: int) -> tuple[pl.LightningModule, np.ndarray]:
     pl.seed_everything(seed, workers=True, verbose=False)
-    module = ContrastiveEncoder(**dict(encoder_cfg.get("module", {})))
+    module = build_encoder(images, encoder_cfg)
     data = PoolPatchData(images, steps=int(encoder_cfg["steps"]), batch_size=int(encoder_cfg["batch_size"]))
     trainer = build_trainer(trainer_cfg, int(encoder_cfg["steps"]))
     trainer.fit(module, datamodule=data)
-    module.eval()
-    with torch.no_grad():
-        emb = torch.cat(trainer.predict(module, datamodule=data)).float().cpu().numpy()  # type: ignore[arg-type]
-    return emb
+    return module, embed(module, images, trainer_cfg)
+
+
+def train_encoder(images: np.ndarray, encoder_cfg: Mapping[str, Any], trainer_cfg: Mapping[str, Any], seed: int) -> np.ndarray:
+    """Train the ``encoder.name`` encoder on ``images`` ``(N, P, P)``; return the ``(N, D)`` embedding."""
+    return _train(images, encoder_cfg, trainer_cfg, seed)[1]
+
+
+class _FinetuneModule(pl.LightningModule):
+    """Encoder + one linear head, trained on labelled patches; predicts the encoder's own embedding.
+
+    ``kind="share"``: targets are foreground shares in ``[0, 1]``, MSE on the sigmoid output.
+    ``kind="binary"``: targets are 0/1 answers, BCE on the logit. Views: random flips / rot90, which
+    change neither target.
+    """
+
+    def __init__(self, encoder: pl.LightningModule, features: Callable, dim: int, kind: str, lr: float, weight_decay: float):
+        super().__init__()
+        self.encoder = encoder
+        self.features = features
+        self.head = nn.Linear(dim, 1)
+        self.kind, self.lr, self.weight_decay = kind, lr, weight_decay
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        (x,) = random_dihedral(x)
+        logit = self.head(self.features(self.encoder, x)).squeeze(1)
+        if self.kind == "binary":
+            loss = F.binary_cross_entropy_with_logits(logit, y)
+        else:
+            loss = F.mse_loss(torch.sigmoid(logit), y)
+        self.log("encoder/finetune_loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+def finetune_targets(answers: np.ndarray) -> tuple[np.ndarray, str]:
+    """Supervised targets of the fine-tuning head from the loop's answers.
+
+    Masks ``(L, P, P)`` (dense task) -> foreground share of each mask, ``kind="share"``;
+    True/False ``(L,)`` (proposal task) -> 0/1, ``kind="binary"``.
+    """
+    answers = np.asarray(answers)
+    if answers.ndim == 1:
+        return (answers > 0).astype(np.float32), "binary"
+    return (answers.reshape(len(answers), -1) > 0).mean(axis=1).astype(np.float32), "share"
+
+
+@dataclass(eq=False)
+class FinetunedDataStream(DataStream):
+    """The ``encoder.finetune=true`` ablation: a data stream whose encoder also learns from the labels.
+
+    Starts exactly like the frozen :class:`DataStream` (same cached encoder, same embedding); then the
+    loop calls :meth:`update` every round with the labelled items, which fine-tunes a copy of the
+    trained encoder with a supervised head and re-embeds the whole pool, replacing ``embedding`` and
+    ``typicality``.
+
+    This breaks the property the two-stream method relies on: the data stream is no longer a fixed
+    reference, independent of the task stream. Its typicality now depends on which items were
+    acquired (and hence on the acquisition function and on the task model's earlier uncertainty),
+    so the two streams are coupled and "typical" drifts toward "like what was labelled". Measuring
+    what that coupling costs or buys is the point of the ablation; the frozen stream is the method.
+
+    Extra attributes: ``module`` (the trained, never fine-tuned encoder: each round restarts from it,
+    as the task model is retrained from scratch, so the stream is a function of the current labelled
+    set and the round's seed, not of the update history), ``images`` ``(N, P, P)`` (the pool, to
+    re-embed), ``finetuned`` (the last round's encoder), ``updates`` and ``finetune_seconds``.
+    """
+
+    module: pl.LightningModule | None = field(default=None, repr=False)
+    images: np.ndarray | None = field(default=None, repr=False)
+    encoder_cfg: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    trainer_cfg: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    finetuned: pl.LightningModule | None = field(default=None, repr=False)
+    updates: int = 0
+    finetune_seconds: float = 0.0
+
+    def update(self, images: np.ndarray, answers: np.ndarray, seed: int) -> float:
+        """Fine-tune on ``(L, P, P)`` labelled ``images`` and their ``answers``; re-embed the pool.
+
+        Args:
+            images: the labelled patches.
+            answers: ``(L, P, P)`` masks (the head regresses each mask's foreground share) or ``(L,)``
+                True/False (the head is a binary classifier, BCE).
+            seed: seeds the fine-tuning (the loop passes ``seed * 1000 + round``).
+
+        Returns:
+            The last fine-tuning loss.
+        """
+        assert self.module is not None and self.images is not None, "built by fit_data_stream(finetune=true)"
+        if len(images) == 0 or len(images) != len(answers):
+            raise ValueError(f"update needs as many answers as images (>= 1), got {len(images)} and {len(answers)}")
+        start = time.perf_counter()
+        cfg = self.encoder_cfg
+        steps = int(cfg.get("finetune_steps", 50))
+        batch_size = int(cfg.get("finetune_batch_size", 32))
+        lr = float(cfg.get("finetune_lr", 3e-4))
+        weight_decay = float(dict(cfg.get("module", {}) or {}).get("weight_decay", 1e-4))
+        targets, kind = finetune_targets(answers)
+        pl.seed_everything(seed, workers=True, verbose=False)
+        encoder = build_encoder(self.images, cfg)  # a fresh copy of the trained encoder (no trainer attached)
+        encoder.load_state_dict(self.module.state_dict())
+        model = _FinetuneModule(encoder, FEATURES[encoder_name(cfg)], self.embedding.shape[1], kind, lr, weight_decay)
+        data = TensorDataset(
+            torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None], torch.from_numpy(targets)
+        )
+        sampler = RandomSampler(data, replacement=True, num_samples=steps * batch_size)
+        loss = float("nan")
+        if steps > 0:
+            trainer = build_trainer(self.trainer_cfg, steps)
+            trainer.fit(model, train_dataloaders=DataLoader(data, batch_size=batch_size, sampler=sampler, drop_last=True))
+            loss = float(trainer.callback_metrics.get("encoder/finetune_loss", torch.tensor(float("nan"))))
+        self.finetuned = encoder
+        self.embedding = embed(encoder, self.images, self.trainer_cfg)
+        self.typicality = knn_typicality(self.embedding, int(cfg.get("typicality_k", 20)))
+        self.updates += 1
+        seconds = time.perf_counter() - start
+        self.finetune_seconds += seconds
+        log.info("data stream: fine-tuned the encoder on %d labels (%s, %d steps), loss %.4f, %.1fs", len(images), kind, steps, loss, seconds)
+        return loss
 
 
 def fit_data_stream(
@@ -90,31 +267,55 @@ def fit_data_stream(
 
     Args:
         images: ``(N, P, P)`` float32 pool patches.
-        encoder_cfg: the ``encoder`` config (``steps``, ``batch_size``, ``typicality_k``, ``module``).
-        cache_dir: where embeddings are kept between runs; ``None`` disables caching.
+        encoder_cfg: the ``encoder`` config (``name``: ``simclr`` | ``vae``, ``steps``, ``batch_size``,
+            ``typicality_k``, ``module``; ``finetune`` and ``finetune_*``).
+        cache_dir: where embeddings (and encoder weights) are kept between runs; ``None`` disables caching.
+
+    Returns:
+        A frozen :class:`DataStream`; with ``encoder.finetune=true`` a :class:`FinetunedDataStream`
+        (same start, updated by the loop every round with the labels).
     """
+    encoder_name(encoder_cfg)  # fail on an unknown encoder before hashing or locking anything
     key = cache_key(images, encoder_cfg, seed)
     k = int(encoder_cfg.get("typicality_k", 20))
+    finetune = bool(encoder_cfg.get("finetune", False))
 
-    def compute() -> tuple[np.ndarray, float]:
+    def compute() -> tuple[pl.LightningModule, np.ndarray, float]:
         start = time.perf_counter()
-        emb = train_encoder(images, encoder_cfg, trainer_cfg, seed)
-        return emb, time.perf_counter() - start
+        module, emb = _train(images, encoder_cfg, trainer_cfg, seed)
+        return module, emb, time.perf_counter() - start
+
+    def stream(emb: np.ndarray, seconds: float, cached: bool, module: pl.LightningModule | None) -> DataStream:
+        if not finetune:
+            return DataStream(emb, knn_typicality(emb, k), seconds, cached, key)
+        return FinetunedDataStream(
+            emb, knn_typicality(emb, k), seconds, cached, key,
+            module=module, images=images, encoder_cfg=encoder_cfg, trainer_cfg=trainer_cfg,
+        )
 
     if cache_dir is None:
-        emb, seconds = compute()
-        return DataStream(emb, knn_typicality(emb, k), seconds, False, key)
+        module, emb, seconds = compute()
+        return stream(emb, seconds, False, module)
     folder = Path(cache_dir) / "encoders" / key
     with _locked(folder.with_suffix(".lock")):
         meta_path = folder / "meta.json"
-        if meta_path.exists():
+        weights = folder / "encoder.pt"
+        # A fine-tuned stream also needs the weights; entries written before they were kept lack them.
+        if meta_path.exists() and (not finetune or weights.exists()):
             meta = json.loads(meta_path.read_text())
             emb = np.load(folder / "embedding.npy")
+            module = None
+            if finetune:
+                module = build_encoder(images, encoder_cfg)
+                module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+                module.eval()
             log.info("data stream: loaded encoder embedding %s from cache", key)
-            return DataStream(emb, knn_typicality(emb, k), float(meta["seconds"]), True, key)
-        emb, seconds = compute()
+            return stream(emb, float(meta["seconds"]), True, module)
+        meta_path.unlink(missing_ok=True)  # rewriting an entry: incomplete until meta.json is back
+        module, emb, seconds = compute()
         folder.mkdir(parents=True, exist_ok=True)
         np.save(folder / "embedding.npy", emb)
+        torch.save({name: t.detach().cpu() for name, t in module.state_dict().items()}, weights)
         # meta.json is written last: its presence marks a complete entry.
         meta_path.write_text(json.dumps({"seconds": seconds, "seed": seed, "encoder": dict(encoder_cfg)}, default=str))
-    return DataStream(emb, knn_typicality(emb, k), seconds, False, key)
+    return stream(emb, seconds, False, module)

@@ -56,13 +56,36 @@ class TaskStream:
         assert self.trainer is not None, "fit() first"
         return float(self.trainer.test(self.module, datamodule=self.data, verbose=False)[0]["test/iou"])
 
+    def _predict_pool(self) -> dict[str, np.ndarray]:
+        assert self.trainer is not None, "fit() first"
+        outs = self.trainer.predict(self.module, datamodule=self.data)
+        return {k: torch.cat([o[k] for o in outs]).float().cpu().numpy() for k in outs[0]}  # type: ignore[index]
+
     def pool_probabilities(self) -> np.ndarray:
         """``(N, T, P, P)`` float32 foreground probabilities of the pool (``T`` MC samples)."""
-        assert self.trainer is not None, "fit() first"
-        out = self.trainer.predict(self.module, datamodule=self.data)
-        return torch.cat(out).float().cpu().numpy()  # type: ignore[arg-type]
+        return self._predict_pool()["probs"]
 
     def pool_uncertainty(self) -> np.ndarray:
-        """``(N,)`` per-patch uncertainty, reduced as the ``model.uncertainty`` config says."""
+        """``(N,)`` per-patch uncertainty, reduced as the ``model.uncertainty`` config says.
+
+        The same pass fills :meth:`pool_extras`: ``margin`` and ``least_confidence`` (identical
+        rankings for a binary task: least confidence is half the margin score per pixel), ``bald``
+        (with MC dropout), ``task_embedding`` ``(N, F)`` and ``grad_embedding`` ``(N, w + 1)``.
+        """
         u = dict(self.model_cfg.get("uncertainty", {}))
-        return patch_uncertainty(self.pool_probabilities(), u.get("measure", "entropy"), u.get("reduction", "mean"), u.get("topk", 0.1))
+        reduction, topk = u.get("reduction", "mean"), u.get("topk", 0.1)
+        out = self._predict_pool()
+        probs = out["probs"]
+        self._extras = {
+            "margin": patch_uncertainty(probs, "margin", reduction, topk),
+            "least_confidence": 0.5 * patch_uncertainty(probs, "margin", reduction, topk),
+            "task_embedding": out["features"],
+            "grad_embedding": out["grad"],
+        }
+        if probs.shape[1] > 1:
+            self._extras["bald"] = patch_uncertainty(probs, "bald", reduction, topk)
+        return patch_uncertainty(probs, u.get("measure", "entropy"), reduction, topk)
+
+    def pool_extras(self) -> dict[str, np.ndarray]:
+        """Arrays computed by the last :meth:`pool_uncertainty` call, for ``PoolView.extras``."""
+        return dict(getattr(self, "_extras", {}))
