@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from dualstream.artifacts import inject_artifacts
 from dualstream.loop import ActiveLearningLoop, LoopSettings
 from dualstream.oracle import SimulatedAnnotator
 from dualstream.patches import build_pools
@@ -35,11 +36,18 @@ def area_under_curve(records: list[RoundRecord] | list[dict[str, Any]]) -> float
 
 def run(cfg: DictConfig, run_dir: str | Path) -> RunResults:
     """Run the loop the config describes; write ``results.json`` into ``run_dir`` after every round."""
+    if cfg.task.name == "detect":
+        from dualstream.detect_runner import run_detect
+
+        return run_detect(cfg, run_dir)
     run_dir = Path(run_dir)
     if cfg.trainer.get("cpu_threads"):
         torch.set_num_threads(int(cfg.trainer.cpu_threads))
     container = OmegaConf.to_container(cfg, resolve=True)
     pool, test = build_pools(cfg.data)
+    if cfg.data.get("inject_artifacts"):
+        # Seeded by the run's seed alone: every acquisition of a seed sees the same corrupted pool.
+        pool = inject_artifacts(pool, float(cfg.data.inject_artifacts), np.random.default_rng([int(cfg.seed), 7]), cfg.data.get("artifact_kinds"))
     artifacts = pool.is_artifact(cfg.loop.artifact_threshold)
     log.info(
         "pool: %d patches of %dx%d px (%s nm voxels), %d artifacts; test: %d patches",
