@@ -1,0 +1,70 @@
+"""Presets, sweeps and launchers: every experiment/sweep composes; submitit and Optuna really run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+
+from dualstream.cli import CONF_DIR, _register_resolvers
+from test_cli import dualstream
+
+ROOT = CONF_DIR.parent
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
+SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
+
+
+def _compose(*overrides: str):
+    _register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_presets_compose(name):
+    cfg = _compose(f"experiment={name}")
+    assert cfg.loop.initial >= 1 and cfg.acquisition.name
+    assert cfg.data.image and cfg.data.labels
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_sweeps_compose_and_name_known_choices(name):
+    cfg = _compose(f"sweep={name}")
+    assert cfg.hydra.mode.name == "MULTIRUN"
+    params = cfg.hydra.sweeper.params
+    assert params, f"sweep {name} sweeps nothing"
+    for acq in str(params.get("acquisition", "")).split(","):
+        if acq:
+            assert (CONF_DIR / "acquisition" / f"{acq.strip()}.yaml").exists(), acq
+
+
+def test_default_launcher_is_parallel_joblib():
+    cfg = _compose()
+    assert "JoblibLauncher" in cfg.hydra.launcher._target_ and cfg.hydra.launcher.n_jobs == 2
+    slurm = _compose("hydra/launcher=slurm")
+    assert "SlurmLauncher" in slurm.hydra.launcher._target_
+
+
+def test_submitit_local_launcher_runs_a_job(tmp_path, tiny_overrides):
+    sweep = tmp_path / "sweep"
+    proc = dualstream(
+        "-m", "hydra/launcher=submitit_local", *tiny_overrides, "logger=none", "loop.rounds=0",
+        "acquisition=random", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (sweep / "0_random_s0" / "results.json").exists()
+
+
+def test_optuna_sweep_maximises_aulc(tmp_path, tiny_overrides):
+    sweep = tmp_path / "sweep"
+    proc = dualstream(
+        "sweep=optuna_dualstream", *tiny_overrides, "logger=none", "hydra.sweeper.n_trials=2",
+        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert set(best["best_params"]) == {"acquisition.params.beta", "acquisition.params.factor", "encoder.typicality_k"}
+    assert 0.0 <= best["best_value"] <= 1.0
+    assert len(list(Path(sweep).glob("*/results.json"))) == 2
