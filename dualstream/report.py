@@ -29,6 +29,8 @@ import numpy as np
 from dualstream.results import RESULTS_FILE
 
 REFERENCE = "dualstream"
+FULL_POOL = "full pool"  # runs with loop.initial=all: the score of training on every pool item
+TARGET_SHARE = 0.95
 
 
 @dataclass
@@ -104,6 +106,8 @@ def collect(sweep_dir: Path) -> dict[str, Group]:
             found.append((path, data, _overrides(path)))
     if not found:
         raise FileNotFoundError(f"{sweep_dir}: no {RESULTS_FILE} with records found below it")
+    references = [(p, d) for p, d, _ in found if d.get("full_pool")]
+    found = [item for item in found if not item[1].get("full_pool")]
     keys = {k for _, _, o in found for k in o if not (k in IGNORED_KEYS or k.startswith(("hydra.", "paths.")))}
     varying = sorted(k for k in keys if len({o.get(k) for _, _, o in found}) > 1)
     groups: dict[str, Group] = {}
@@ -111,6 +115,8 @@ def collect(sweep_dir: Path) -> dict[str, Group]:
         extra = [f"{k}={overrides[k]}" for k in varying if k in overrides]
         name = data.get("acquisition", "?") + (f" [{', '.join(extra)}]" if extra else "")
         groups.setdefault(name, Group(name)).runs.append(Run(path, name, int(data.get("seed", 0)), data))
+    for path, data in references:
+        groups.setdefault(FULL_POOL, Group(FULL_POOL)).runs.append(Run(path, FULL_POOL, int(data.get("seed", 0)), data))
     return dict(sorted(groups.items(), key=lambda kv: (kv[0] != REFERENCE, kv[0])))
 
 
@@ -123,7 +129,13 @@ def _fmt(mean: float, std: float, digits: int = 3) -> str:
 def summarise(groups: dict[str, Group]) -> dict[str, Any]:
     """Numbers behind the report: per group curves (mean/std per round), AULC, waste, correlation."""
     out: dict[str, Any] = {"groups": {}}
+    full = groups.get(FULL_POOL)
+    if full is not None:
+        scores = full.column("score")[:, -1]
+        out["full_pool"] = {"score_mean": float(np.nanmean(scores)), "score_std": float(np.nanstd(scores)), "seeds": sorted(r.seed for r in full.runs)}
     for name, g in groups.items():
+        if name == FULL_POOL:
+            continue
         score = g.column("score")
         queried = g.column("n_queried")
         skipped = g.column("n_skipped")
@@ -145,6 +157,11 @@ def summarise(groups: dict[str, Group]) -> dict[str, Any]:
             "selection_seconds_mean": float(np.nanmean(g.column("selection_seconds"))),
             "seconds_per_round_mean": float(np.nanmean(g.column("seconds"))),
         }
+        if "full_pool" in out:
+            target = TARGET_SHARE * out["full_pool"]["score_mean"]
+            info = out["groups"][name]
+            reached = [b for b, m in zip(info["n_queried"], info["score_mean"]) if m >= target]
+            info["budget_to_95pct_full"] = reached[0] if reached else None
     if REFERENCE in groups:
         ref = out["groups"][REFERENCE]["aulc_per_seed"]
         paired = {}
@@ -168,21 +185,34 @@ def render_markdown(summary: dict[str, Any], sweep_dir: Path) -> str:
     groups = summary["groups"]
     first = next(iter(groups.values()))
     budgets = [int(round(b)) for b in max((g["n_queried"] for g in groups.values()), key=len)]
+    full = summary.get("full_pool")
     lines = [
         f"# dualstream report: {sweep_dir}",
         "",
         f"Task `{first['task']}`, metric `{first['metric']}` (test set), mean ± std over seeds. "
         "Columns are the budget spent (queries, skips included).",
         "",
-        "| setting | seeds | " + " | ".join(str(b) for b in budgets) + " | AULC | budget on artifacts | stream corr. | selection s/round |",
-        "|---|---|" + "---|" * len(budgets) + "---|---|---|---|",
+    ]
+    if full:
+        lines += [
+            f"Training on every pool item scores {_fmt(full['score_mean'], full['score_std'])} "
+            f"({len(full['seeds'])} seeds); the '95% budget' column is the first budget whose mean reaches"
+            f" {TARGET_SHARE:.0%} of it.",
+            "",
+        ]
+    to95 = " 95% budget |" if full else ""
+    lines += [
+        "| setting | seeds | " + " | ".join(str(b) for b in budgets) + f" | AULC |{to95} budget on artifacts | stream corr. | selection s/round |",
+        "|---|---|" + "---|" * len(budgets) + "---|" * (5 if full else 4),
     ]
     for name, g in groups.items():
         cells = [_fmt(m, s) for m, s in zip(g["score_mean"], g["score_std"])]
         cells += [""] * (len(budgets) - len(cells))
         lines.append(
             f"| {name} | {len(g['seeds'])} | " + " | ".join(cells)
-            + f" | {_fmt(g['aulc_mean'], g['aulc_std'])} | {100 * g['artifact_waste']:.1f}% |"
+            + f" | {_fmt(g['aulc_mean'], g['aulc_std'])} |"
+            + (f" {g['budget_to_95pct_full'] if g.get('budget_to_95pct_full') is not None else 'not reached'} |" if full else "")
+            + f" {100 * g['artifact_waste']:.1f}% |"
             f" {g['stream_correlation_mean']:+.2f} | {g['selection_seconds_mean']:.3f} |"
         )
     paired = summary.get("paired_vs_dualstream")
@@ -212,6 +242,9 @@ def plot_curves(summary: dict[str, Any], path: Path) -> None:
         m, s = np.array(g["score_mean"]), np.array(g["score_std"])
         line = ax.plot(x, m, marker="o", ms=3, lw=2.2 if name == REFERENCE else 1.4, label=f"{name} (n={len(g['seeds'])})")[0]
         ax.fill_between(x, m - s, m + s, color=line.get_color(), alpha=0.15, lw=0)
+    full = summary.get("full_pool")
+    if full:
+        ax.axhline(full["score_mean"], color="k", ls="--", lw=1, label="every pool item labelled")
     first = next(iter(summary["groups"].values()))
     ax.set_xlabel("annotation budget (queries, skips included)")
     ax.set_ylabel(f"test {first['metric']}")

@@ -53,7 +53,11 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunResults:
         "pool: %d patches of %dx%d px (%s nm voxels), %d artifacts; test: %d patches",
         len(pool), pool.patch_size, pool.patch_size, "x".join(f"{v:g}" for v in pool.voxel_size), int(artifacts.sum()), len(test),
     )
-    settings = LoopSettings(int(cfg.loop.initial), int(cfg.loop.batch), int(cfg.loop.rounds))
+    # loop.initial=all: label the whole pool once -- the "every pool item" reference of the report.
+    full_pool = str(cfg.loop.initial) == "all"
+    settings = (
+        LoopSettings(len(pool), 1, 0) if full_pool else LoopSettings(int(cfg.loop.initial), int(cfg.loop.batch), int(cfg.loop.rounds))
+    )
     settings.check(len(pool))  # fail on a bad budget before the encoder trains
     acquisition = cfg.acquisition.name
     tracker = make_tracker(cfg.logger, run_dir, f"{acquisition}-s{cfg.seed}", container)
@@ -63,7 +67,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunResults:
         task=cfg.task.name,
         metric=cfg.task.metric,
         config=container,
-        extra={"pool_size": len(pool), "test_size": len(test), "n_artifacts": int(artifacts.sum())},
+        extra={"pool_size": len(pool), "test_size": len(test), "n_artifacts": int(artifacts.sum()), "full_pool": full_pool},
     )
     status = "failed"
     try:

@@ -191,3 +191,34 @@ def test_main_missing_dir_is_not_created(tmp_path: Path, capsys):
     err = capsys.readouterr().err
     assert not missing.exists()
     assert "no such directory" in err
+
+
+def test_full_pool_reference_gives_budget_to_95_percent(tmp_path: Path):
+    """Runs with full_pool=true are the reference line, not a curve; 95% of 0.8 = 0.76 is first reached at 8."""
+    import json
+
+    from dualstream.report import write_report
+
+    def write(name, acquisition, seed, points, full=False):
+        recs = [
+            {"round": i, "n_labeled": q, "n_queried": q, "n_skipped": 0, "score": s, "stream_correlation": 0.0,
+             "seconds": 1.0, "selection_seconds": 0.0}
+            for i, (q, s) in enumerate(points)
+        ]
+        d = tmp_path / name
+        d.mkdir()
+        (d / "results.json").write_text(json.dumps(
+            {"acquisition": acquisition, "seed": seed, "task": "segment", "metric": "foreground_iou", "config": {},
+             "records": recs, "full_pool": full}))
+
+    write("a", "dualstream", 0, [(4, 0.5), (8, 0.77), (12, 0.8)])
+    write("b", "random", 0, [(4, 0.5), (8, 0.6), (12, 0.7)])
+    write("full", "random", 0, [(100, 0.8)], full=True)
+    write_report(tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["groups"]) == {"dualstream", "random"}
+    assert summary["full_pool"]["score_mean"] == pytest.approx(0.8)
+    assert summary["groups"]["dualstream"]["budget_to_95pct_full"] == 8
+    assert summary["groups"]["random"]["budget_to_95pct_full"] is None
+    report = (tmp_path / "report.md").read_text()
+    assert "95% budget" in report and "not reached" in report
