@@ -49,3 +49,22 @@ class SimulatedAnnotator:
         skip = self.artifact[idx]
         labeled = idx[~skip]
         return Answers(labeled=labeled, masks=self.labels[labeled], skipped=idx[skip])
+
+
+class ProposalAnnotator(SimulatedAnnotator):
+    """Answers proposal queries (``task=detect``) True / False from the matching, or "skip" on artifacts.
+
+    Same semantics as :class:`SimulatedAnnotator`; only the answers differ: ``Answers.masks`` is
+    ``(L,)`` uint8, 1 = True (the proposal is a real object), 0 = False.
+
+    Args:
+        truth: ``(N,)`` 0/1 ground-truth verdict of each pool proposal.
+        ignore_share: ``(N,)`` share of each proposal inside the ignore (artifact) mask.
+        threshold: share at which a proposal counts as an artifact and is skipped.
+    """
+
+    def __init__(self, truth: np.ndarray, ignore_share: np.ndarray, threshold: float = 0.5):
+        truth = np.asarray(truth)
+        if truth.ndim != 1 or len(truth) != len(ignore_share) or not np.isin(truth, (0, 1)).all():
+            raise ValueError(f"truth must be (N,) of 0/1 matching ignore_share ({len(ignore_share)},), got shape {truth.shape}")
+        super().__init__(truth.astype(np.uint8), ignore_share, threshold)

@@ -75,7 +75,7 @@ def _write_volumes(tmp_path: Path, image_shape, label_shape) -> tuple[Path, Path
 @pytest.mark.parametrize(
     "case, expect",
     [
-        ("missing", "no such file or directory"),
+        ("missing", "no such file"),
         ("mismatch", "does not match image"),
         ("unreadable", "cannot read"),
         ("empty", "the pool is empty"),

@@ -1,0 +1,131 @@
+"""One ``task=detect`` run: sections -> detector -> proposals -> two streams -> loop -> results file.
+
+The verification pipeline of Lin et al. (ECCV 2020): the annotator does not paint masks, a detector
+proposes objects and the annotator marks each proposal True / False (or skips an artifact). The loop,
+the acquisition functions and the results file are the dense task's; only what is queried (proposal
+crops instead of patches) and the task model (a verifier instead of the U-Net) change.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dualstream.errors import ConfigError, EmptyPoolError
+from dualstream.loop import ActiveLearningLoop, LoopSettings
+from dualstream.matching import proposal_recall
+from dualstream.oracle import ProposalAnnotator
+from dualstream.proposals import build_proposals, read_sections, run_detector
+from dualstream.results import RoundRecord, RunResults
+from dualstream.runner import area_under_curve
+from dualstream.streams.data_stream import fit_data_stream
+from dualstream.streams.verification_stream import VerificationStream
+from dualstream.tracking import make_tracker
+
+log = logging.getLogger(__name__)
+
+
+def run_detect(cfg: DictConfig, run_dir: str | Path) -> RunResults:
+    """Run the proposal-verification loop the config describes; write ``results.json`` after every round.
+
+    ``results.json`` has ``task: "detect"``, ``metric: "roi_accuracy"``, per-round ``precision``,
+    ``recall``, ``f1``, ``centroid_distance_nm`` (test proposals the verifier accepts), and top-level
+    ``n_proposals_pool``, ``n_proposals_test``, ``proposal_recall_pool``, ``proposal_recall_test``,
+    ``n_gt_objects_pool``, ``n_gt_objects_test``.
+    """
+    run_dir = Path(run_dir)
+    if cfg.trainer.get("cpu_threads"):
+        torch.set_num_threads(int(cfg.trainer.cpu_threads))
+    container = OmegaConf.to_container(cfg, resolve=True)
+    task_cfg = cfg.task
+    det = task_cfg.detector
+    threshold, min_size, crop, match_iou = float(det.threshold), int(det.min_size), int(task_cfg.crop_size), float(task_cfg.match_iou)
+    if not 0.0 < threshold < 1.0:
+        raise ConfigError(f"task.detector.threshold must be in (0, 1), got {threshold}")
+    if crop < 8:
+        raise ConfigError(f"task.crop_size must be at least 8 pixels, got {crop}")
+    if not 0.0 < match_iou <= 1.0:
+        raise ConfigError(f"task.match_iou must be in (0, 1], got {match_iou}")
+    if int(det.train_patches) < 1 or min_size < 1:
+        raise ConfigError(f"task.detector.train_patches and task.detector.min_size must be >= 1, got {det.train_patches}, {min_size}")
+    if not 0.0 <= float(det.get("positive_share", 0.5)) <= 1.0:
+        raise ConfigError(f"task.detector.positive_share must be in [0, 1], got {det.positive_share}")
+    artifact_threshold = float(cfg.loop.artifact_threshold)
+    settings = LoopSettings(int(cfg.loop.initial), int(cfg.loop.batch), int(cfg.loop.rounds))
+    budget = settings.initial + settings.batch * settings.rounds
+    settings.check(max(budget, 1))  # signs only, before the detector trains; the pool size is checked below
+
+    pool_sec, test_sec = read_sections(cfg.data)
+    cache_dir = cfg.paths.get("cache_dir")
+    probs = run_detector(
+        pool_sec, test_sec, det, cfg.trainer, int(cfg.data.patch_size), int(cfg.seed), artifact_threshold, cache_dir
+    )
+    pool, pool_objects = build_proposals(probs.pool, pool_sec, threshold, min_size, crop, match_iou)
+    test, test_objects = build_proposals(probs.test, test_sec, threshold, min_size, crop, match_iou)
+    for name, props in (("pool", pool), ("test", test)):
+        if len(props) == 0:
+            raise EmptyPoolError(
+                f"the detector found no proposals in the {name} sections (probability >= task.detector.threshold={threshold},"
+                f" >= task.detector.min_size={min_size} pixels); lower task.detector.threshold or task.detector.min_size,"
+                " or train it longer (task.detector.steps, task.detector.train_patches)"
+            )
+    if budget > len(pool):
+        raise ConfigError(
+            f"the loop asks for {budget} queries (loop.initial={settings.initial} + loop.rounds={settings.rounds}"
+            f" x loop.batch={settings.batch}) but the detector made only {len(pool)} pool proposals; lower them,"
+            " or lower task.detector.threshold for more proposals"
+        )
+    artifacts = pool.ignore_share >= artifact_threshold
+    extra = {
+        "pool_size": len(pool),
+        "test_size": len(test),
+        "n_artifacts": int(artifacts.sum()),
+        "n_proposals_pool": len(pool),
+        "n_proposals_test": len(test),
+        "n_true_proposals_pool": int(pool.truth.sum()),
+        "n_true_proposals_test": int(test.truth.sum()),
+        "n_gt_objects_pool": len(pool_objects),
+        "n_gt_objects_test": len(test_objects),
+        "proposal_recall_pool": proposal_recall(pool.object_index, len(pool_objects)),
+        "proposal_recall_test": proposal_recall(test.object_index, len(test_objects)),
+        "detector_seconds": probs.seconds,
+        "detector_cached": probs.from_cache,
+        "detector_key": probs.key,
+    }
+    log.info(
+        "proposals: pool %d (%d True) for %d objects, recall %.3f; test %d (%d True) for %d objects, recall %.3f",
+        len(pool), extra["n_true_proposals_pool"], len(pool_objects), extra["proposal_recall_pool"],
+        len(test), extra["n_true_proposals_test"], len(test_objects), extra["proposal_recall_test"],
+    )
+    acquisition = cfg.acquisition.name
+    tracker = make_tracker(cfg.logger, run_dir, f"{acquisition}-s{cfg.seed}", container)
+    results = RunResults(
+        acquisition=acquisition, seed=int(cfg.seed), task=task_cfg.name, metric=task_cfg.metric, config=container, extra=extra
+    )
+    results.write(run_dir)  # the proposal stage's numbers survive even if the loop fails
+    status = "failed"
+    try:
+        # Data stream: the frozen encoder sees the image channel only (what a proposal looks like, not
+        # what the detector thought of it), so typicality stays independent of the task stream.
+        stream = fit_data_stream(pool.crops[:, 0], cfg.encoder, cfg.trainer, int(cfg.encoder.seed), cache_dir)
+        results.extra.update(encoder_seconds=stream.seconds, encoder_cached=stream.from_cache, encoder_key=stream.key)
+        task = VerificationStream(task_cfg.verifier, cfg.trainer, pool.crops, test, test_objects.centroids_nm)
+
+        def on_round(record: RoundRecord) -> None:
+            results.records.append(record)
+            results.extra["aulc"] = area_under_curve(results.records)
+            results.write(run_dir)
+            tracker.log({k: v for k, v in record.to_dict().items() if k != "round"}, step=record.round)
+
+        ActiveLearningLoop(
+            pool.crops, stream, task, ProposalAnnotator(pool.truth, pool.ignore_share, artifact_threshold),
+            acquisition, cfg.acquisition.get("params") or {}, settings, int(cfg.seed),
+            on_round=on_round, progress=bool(cfg.get("progress", True)),
+        ).run()
+        status = "success"
+    finally:
+        tracker.finish(status)
+    return results

@@ -1,0 +1,452 @@
+"""Proposal stage of the detection task (``task=detect``; Lin et al., ECCV 2020, verification pipeline).
+
+A detector (the existing :class:`~dualstream.models.segmentation.SegmentationModule`) is trained once on
+a few pool patches with painted masks, run over whole sections (tiled, stitched back), thresholded at a
+*low* probability so that few objects are missed, and cut into connected components: the proposals.
+The annotator then only answers True / False per proposal, and the active-learning loop works on
+proposals instead of patches.
+
+Data flow::
+
+    read_sections(data cfg) -> Sections (pool, test)            whole (downsampled) sections
+    detector_patches + train_detector -> SegmentationModule     seeded, shared by all acquisitions
+    predict_sections -> (S, H, W) probabilities                  overlap-tiled, stitched
+    build_proposals -> Proposals, GroundTruthObjects            components, crops, matching
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from scipy import ndimage
+
+from dualstream.datamodules import LabeledPatchData
+from dualstream.errors import ConfigError, EmptyPoolError
+from dualstream.matching import (
+    GroundTruthObjects,
+    component_centroids,
+    iou_table,
+    label_components,
+    match_proposals,
+    section_objects,
+)
+from dualstream.models.segmentation import SegmentationModule
+from dualstream.patches import _select, downsample, normalise_intensity, split_sections, tile_origins
+from dualstream.streams.data_stream import _locked
+from dualstream.trainer import build_trainer
+from dualstream.volume import Volume, check_aligned, open_volume
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass
+class Sections:
+    """Whole 2D sections, downsampled like the patch pools.
+
+    Attributes:
+        images: ``(S, H, W)`` float32 in ``[0, 1]``.
+        labels: ``(S, H, W)`` uint8 ``{0, 1}`` ground truth (only the oracle and evaluation read it).
+        ignore: ``(S, H, W)`` float32 in ``[0, 1]``: share of each pixel in the artifact mask.
+        z: ``(S,)`` int64 section index in the source volume.
+        voxel_size: ``(z, y, x)`` nm of the (downsampled) grid.
+        source: where the sections came from, for messages.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    ignore: np.ndarray
+    z: np.ndarray
+    voxel_size: tuple[float, float, float]
+    source: str = ""
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+def load_sections(
+    image: Volume, labels: Volume, sections: list[int], factor: int, label_threshold: float, ignore: Volume | None = None
+) -> Sections:
+    """Read, normalise and downsample the given sections exactly as :func:`dualstream.patches.extract_patches` does."""
+    check_aligned(image, labels, "labels")
+    if ignore is not None:
+        check_aligned(image, ignore, "ignore mask")
+    if not sections:
+        raise EmptyPoolError(f"{image.source}: no sections selected; check data.sections")
+    imgs, labs, igns = [], [], []
+    for z in sections:
+        img = downsample(normalise_intensity(image.section(z)), factor)
+        imgs.append(img)
+        labs.append((downsample((labels.section(z) > label_threshold).astype(np.float32), factor) >= 0.5).astype(np.uint8))
+        igns.append(
+            downsample((ignore.section(z) > 0).astype(np.float32), factor) if ignore is not None else np.zeros_like(img)
+        )
+    vz, vy, vx = image.voxel_size
+    return Sections(
+        images=np.stack(imgs).astype(np.float32),
+        labels=np.stack(labs),
+        ignore=np.stack(igns).astype(np.float32),
+        z=np.asarray(sections, dtype=np.int64),
+        voxel_size=(vz, vy * factor, vx * factor),
+        source=image.source,
+    )
+
+
+def read_sections(data: Any) -> tuple[Sections, Sections]:
+    """The pool and test sections a ``data`` config names (same split as :func:`dualstream.patches.build_pools`).
+
+    Returns:
+        ``(pool, test)``; the test sections carry no ignore mask (they are scored as they are).
+    """
+    vs = data.get("voxel_size")
+    image = open_volume(data.image, vs, role="data.image")
+    labels = open_volume(data.labels, vs, role="data.labels")
+    ignore = open_volume(data.ignore, vs, role="data.ignore") if data.get("ignore") else None
+    common = dict(factor=int(data.get("downsample", 1)), label_threshold=float(data.label_threshold))
+    chosen = _select(data.get("sections"), len(image), "data.sections")
+    if data.get("test_image"):
+        if not data.get("test_labels"):
+            raise ConfigError("data.test_image is set but data.test_labels is not; give both or neither")
+        test_image = open_volume(data.test_image, vs, role="data.test_image")
+        test_labels = open_volume(data.test_labels, vs, role="data.test_labels")
+        pool = load_sections(image, labels, chosen, ignore=ignore, **common)
+        test = load_sections(test_image, test_labels, list(range(len(test_image))), **common)
+    else:
+        pool_idx, test_idx = split_sections(len(chosen), float(data.get("test_fraction", 0.25)))
+        pool = load_sections(image, labels, [chosen[i] for i in pool_idx], ignore=ignore, **common)
+        test = load_sections(image, labels, [chosen[i] for i in test_idx], **common)
+    return pool, test
+
+
+# --------------------------------------------------------------------------- detector
+
+
+def detector_patches(
+    sections: Sections,
+    patch_size: int,
+    n: int,
+    rng: np.random.Generator,
+    positive_share: float = 0.5,
+    artifact_threshold: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the detector's training patches from the pool sections (non-overlapping tiles).
+
+    ``round(positive_share * n)`` are drawn among tiles holding some foreground, the rest among the
+    remaining tiles (with or without foreground): sparse targets (PSDs cover well under 1% of a section) would otherwise often leave the
+    detector without a single positive and no proposals at all. Artifact tiles are never drawn (the
+    annotator would have skipped them).
+
+    Returns:
+        ``(images, masks)``: ``(n', P, P)`` float32 and uint8, ``n' = min(n, usable tiles)``.
+    """
+    p = patch_size
+    corners = tile_origins(sections.images.shape[1:], p, p)
+    if not corners:
+        raise EmptyPoolError(
+            f"{sections.source}: sections are {sections.images.shape[1]}x{sections.images.shape[2]} pixels,"
+            f" smaller than data.patch_size={p}; lower data.patch_size or data.downsample"
+        )
+    index = [(s, y, x) for s in range(len(sections)) for y, x in corners]
+    ign = np.array([sections.ignore[s, y : y + p, x : x + p].mean() for s, y, x in index])
+    fg = np.array([sections.labels[s, y : y + p, x : x + p].any() for s, y, x in index])
+    usable = np.flatnonzero(ign < artifact_threshold)
+    if len(usable) == 0:
+        raise EmptyPoolError(
+            f"{sections.source}: every pool patch is an artifact (>= loop.artifact_threshold={artifact_threshold}"
+            " inside data.ignore), so the detector has nothing to train on; check data.ignore"
+        )
+    n = min(int(n), len(usable))
+    positives = usable[fg[usable]]
+    n_pos = min(int(round(positive_share * n)), len(positives))
+    chosen = rng.choice(positives, n_pos, replace=False) if n_pos else np.zeros(0, dtype=np.int64)
+    rest = np.setdiff1d(usable, chosen)
+    chosen = np.concatenate([chosen, rng.choice(rest, n - n_pos, replace=False)]).astype(np.int64)
+    images = np.stack([sections.images[s, y : y + p, x : x + p] for s, y, x in (index[i] for i in chosen)])
+    masks = np.stack([sections.labels[s, y : y + p, x : x + p] for s, y, x in (index[i] for i in chosen)])
+    return images.astype(np.float32), masks.astype(np.uint8)
+
+
+def train_detector(
+    images: np.ndarray, masks: np.ndarray, detector_cfg: Mapping[str, Any], trainer_cfg: Mapping[str, Any], seed: int
+) -> SegmentationModule:
+    """Train a fresh :class:`SegmentationModule` on ``(n, P, P)`` images and masks (``detector.steps`` steps)."""
+    pl.seed_everything(seed, workers=True, verbose=False)
+    steps = int(detector_cfg["steps"])
+    module = SegmentationModule(**dict(detector_cfg.get("module", {})))
+    # The datamodule wants test and pool sets; the detector is never scored or queried, so reuse the train set.
+    data = LabeledPatchData(images, masks, images[:1], masks[:1], images[:1], steps=steps, batch_size=int(detector_cfg["batch_size"]))
+    build_trainer(trainer_cfg, steps).fit(module, datamodule=data)
+    return module
+
+
+def predict_sections(module: SegmentationModule, images: np.ndarray, patch_size: int, batch_size: int = 64) -> np.ndarray:
+    """Foreground probabilities of whole sections, by overlapping ``P x P`` tiles stitched back.
+
+    Tiles step by ``3P / 4`` over the reflect-padded section and each contributes only its central
+    ``3P/4 x 3P/4`` block, so every pixel is predicted at least ``P / 8`` away from a tile border (no
+    seams from the U-Net's zero padding), at 1.8x the cost of non-overlapping tiles.
+
+    Args:
+        images: ``(S, H, W)`` float32 sections.
+        patch_size: ``P``, a multiple of 8 (the U-Net's default depth 3 needs that anyway).
+
+    Returns:
+        ``(S, H, W)`` float32 probabilities.
+    """
+    p = int(patch_size)
+    if p % 8:
+        raise ConfigError(f"data.patch_size must be a multiple of 8 for task=detect (tiles overlap by P/8 each side), got {p}")
+    q = p // 8
+    step = p - 2 * q
+    s, h, w = images.shape
+    ny, nx = math.ceil(h / step), math.ceil(w / step)
+    pads = ((0, 0), (q, ny * step + q - h), (q, nx * step + q - w))
+    mode = "reflect" if min(h, w) > max(pads[1][1], pads[2][1]) else "edge"
+    padded = np.pad(images, pads, mode=mode)
+    corners = [(y * step, x * step) for y in range(ny) for x in range(nx)]
+    out = np.zeros((s, ny * step, nx * step), dtype=np.float32)
+    device = next(module.parameters()).device
+    module.eval()
+    with torch.no_grad():
+        for z in range(s):
+            tiles = np.stack([padded[z, y : y + p, x : x + p] for y, x in corners])
+            probs = []
+            for start in range(0, len(tiles), batch_size):
+                x = torch.from_numpy(tiles[start : start + batch_size, None]).to(device)
+                probs.append(torch.sigmoid(module(x)).float().cpu().numpy()[:, 0])
+            centre = np.concatenate(probs)[:, q : q + step, q : q + step]
+            for (y, x), block in zip(corners, centre):
+                out[z, y : y + step, x : x + step] = block
+    return out[:, :h, :w]
+
+
+def _detector_key(pool: Sections, test: Sections, detector_cfg: Mapping[str, Any], patch_size: int, seed: int, artifact_threshold: float) -> str:
+    h = hashlib.sha1()
+    for arr in (pool.images, pool.labels, pool.ignore, test.images):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    # Thresholding happens after the cache: tuning threshold / min_size reuses the trained detector.
+    trained = {k: v for k, v in dict(detector_cfg).items() if k not in ("threshold", "min_size")}
+    h.update(json.dumps(trained, sort_keys=True, default=str).encode())
+    h.update(f"{patch_size}/{seed}/{artifact_threshold}".encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class DetectorOutput:
+    """Detector probabilities of the pool and test sections (``(S, H, W)`` float32 each)."""
+
+    pool: np.ndarray
+    test: np.ndarray
+    seconds: float
+    from_cache: bool
+    key: str
+
+
+def run_detector(
+    pool: Sections,
+    test: Sections,
+    detector_cfg: Mapping[str, Any],
+    trainer_cfg: Mapping[str, Any],
+    patch_size: int,
+    seed: int,
+    artifact_threshold: float = 0.5,
+    cache_dir: str | Path | None = None,
+) -> DetectorOutput:
+    """Train the detector on ``detector.train_patches`` seeded pool patches and predict every section.
+
+    Cached like the encoder (pixels, config, seed), so every acquisition of a sweep at one seed works
+    on the very same proposals: their curves stay paired, and the detector trains once. The key leaves
+    out ``threshold`` and ``min_size``, which act on the cached probabilities.
+    """
+    key = _detector_key(pool, test, detector_cfg, patch_size, seed, artifact_threshold)
+
+    def compute() -> DetectorOutput:
+        start = time.perf_counter()
+        rng = np.random.default_rng([seed, 7])
+        images, masks = detector_patches(
+            pool, patch_size, int(detector_cfg["train_patches"]), rng,
+            float(detector_cfg.get("positive_share", 0.5)), artifact_threshold,
+        )
+        log.info("detector: training on %d patches (%d with foreground)", len(images), int(masks.any(axis=(1, 2)).sum()))
+        module = train_detector(images, masks, detector_cfg, trainer_cfg, seed)
+        # Lightning hands the module back on the CPU after fit; predict where the config trains.
+        gpu = str(trainer_cfg.get("accelerator", "cpu")) in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+        module.to("cuda" if gpu else "cpu")
+        pool_p, test_p = predict_sections(module, pool.images, patch_size), predict_sections(module, test.images, patch_size)
+        return DetectorOutput(pool_p, test_p, time.perf_counter() - start, False, key)
+
+    if cache_dir is None:
+        return compute()
+    folder = Path(cache_dir) / "detectors" / key
+    with _locked(folder.with_suffix(".lock")):
+        meta_path = folder / "meta.json"
+        if meta_path.exists():
+            log.info("detector: loaded probabilities %s from cache", key)
+            meta = json.loads(meta_path.read_text())
+            return DetectorOutput(np.load(folder / "pool.npy"), np.load(folder / "test.npy"), float(meta["seconds"]), True, key)
+        out = compute()
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "pool.npy", out.pool)
+        np.save(folder / "test.npy", out.test)
+        # meta.json last: its presence marks a complete entry.
+        meta_path.write_text(json.dumps({"seconds": out.seconds, "seed": seed, "detector": dict(detector_cfg)}, default=str))
+    return out
+
+
+# --------------------------------------------------------------------------- proposals
+
+
+@dataclass
+class Proposals:
+    """Detector proposals (one per connected component of the thresholded probability map).
+
+    Attributes:
+        crops: ``(N, 2, C, C)`` float32: ``[image, predicted mask of this proposal]`` centred on the
+            centroid, zero-padded past the section border. The mask channel holds only this proposal's
+            component, so the verifier knows which object it is asked about.
+        boxes: ``(N, 4)`` int64 ``y0, x0, y1, x1`` bounding box in (downsampled) voxels, end exclusive.
+        centroids_vox: ``(N, 3)`` float64 ``z, y, x`` centroid in voxels.
+        centroids_nm: ``(N, 3)`` float64 the same in nm.
+        z: ``(N,)`` int64 section index in the source volume.
+        ignore_share: ``(N,)`` float32 share of the proposal's pixels inside the artifact mask.
+        areas: ``(N,)`` int64 pixels.
+        scores: ``(N,)`` float32 mean detector probability over the proposal.
+        object_index: ``(N,)`` int64 matched ground-truth object (``-1``: a False proposal). Ground
+            truth: only the simulated annotator and the evaluation read it.
+        iou: ``(N,)`` float64 highest IoU with any ground-truth object of its section.
+    """
+
+    crops: np.ndarray
+    boxes: np.ndarray
+    centroids_vox: np.ndarray
+    centroids_nm: np.ndarray
+    z: np.ndarray
+    ignore_share: np.ndarray
+    areas: np.ndarray
+    scores: np.ndarray
+    object_index: np.ndarray
+    iou: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.z.shape[0])
+
+    @property
+    def truth(self) -> np.ndarray:
+        """``(N,)`` uint8: 1 = True proposal (matched to an object), 0 = False."""
+        return (self.object_index >= 0).astype(np.uint8)
+
+    @staticmethod
+    def concatenate(parts: list["Proposals"], crop_size: int) -> "Proposals":
+        if not parts:
+            return empty_proposals(crop_size)
+        return Proposals(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in Proposals.__dataclass_fields__})
+
+
+def empty_proposals(crop_size: int) -> Proposals:
+    c = int(crop_size)
+    return Proposals(
+        crops=np.zeros((0, 2, c, c), np.float32), boxes=np.zeros((0, 4), np.int64), centroids_vox=np.zeros((0, 3)),
+        centroids_nm=np.zeros((0, 3)), z=np.zeros(0, np.int64), ignore_share=np.zeros(0, np.float32),
+        areas=np.zeros(0, np.int64), scores=np.zeros(0, np.float32), object_index=np.zeros(0, np.int64), iou=np.zeros(0),
+    )
+
+
+def centred_crop(arr: np.ndarray, cy: float, cx: float, size: int) -> np.ndarray:
+    """``(size, size)`` window of a 2D array centred on ``(cy, cx)``, zero where it leaves the array.
+
+    The centre pixel ``round(cy), round(cx)`` lands at index ``size // 2``.
+    """
+    h, w = arr.shape
+    y0 = int(math.floor(cy + 0.5)) - size // 2
+    x0 = int(math.floor(cx + 0.5)) - size // 2
+    out = np.zeros((size, size), dtype=arr.dtype)
+    sy0, sx0, sy1, sx1 = max(y0, 0), max(x0, 0), min(y0 + size, h), min(x0 + size, w)
+    if sy1 > sy0 and sx1 > sx0:
+        out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = arr[sy0:sy1, sx0:sx1]
+    return out
+
+
+def section_proposals(
+    prob: np.ndarray,
+    image: np.ndarray,
+    ignore: np.ndarray,
+    z: int,
+    voxel_size: tuple[float, float, float],
+    threshold: float,
+    min_size: int,
+    crop_size: int,
+) -> tuple[Proposals, np.ndarray]:
+    """Proposals of one section: components of ``prob >= threshold`` with at least ``min_size`` pixels.
+
+    Args:
+        prob, image, ignore: ``(H, W)`` float arrays (detector probability, image, artifact share).
+
+    Returns:
+        ``(proposals, labels)``: the proposals (``object_index`` -1 and ``iou`` 0 until matched) and
+        the ``(H, W)`` int32 map numbering them ``1..N`` in the same order.
+    """
+    labels, n = label_components(prob >= threshold, min_size)
+    if n == 0:
+        return empty_proposals(crop_size), labels
+    idx = np.arange(1, n + 1)
+    yx = component_centroids(labels, n)
+    boxes = np.array([[sl[0].start, sl[1].start, sl[0].stop, sl[1].stop] for sl in ndimage.find_objects(labels, n)], dtype=np.int64)
+    crops = np.zeros((n, 2, crop_size, crop_size), dtype=np.float32)
+    for i, (cy, cx) in enumerate(yx):
+        crops[i, 0] = centred_crop(image, cy, cx, crop_size)
+        crops[i, 1] = centred_crop((labels == i + 1).astype(np.float32), cy, cx, crop_size)
+    vox = np.column_stack([np.full(n, float(z)), yx])
+    props = Proposals(
+        crops=crops,
+        boxes=boxes,
+        centroids_vox=vox,
+        centroids_nm=vox * np.asarray(voxel_size, dtype=np.float64),
+        z=np.full(n, int(z), dtype=np.int64),
+        ignore_share=np.asarray(ndimage.mean(ignore, labels, idx), dtype=np.float32).reshape(n),
+        areas=np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.int64),
+        scores=np.asarray(ndimage.mean(prob, labels, idx), dtype=np.float32).reshape(n),
+        object_index=np.full(n, -1, dtype=np.int64),
+        iou=np.zeros(n, dtype=np.float64),
+    )
+    return props, labels
+
+
+def build_proposals(
+    probs: np.ndarray, sections: Sections, threshold: float, min_size: int, crop_size: int, match_iou: float
+) -> tuple[Proposals, GroundTruthObjects]:
+    """Proposals of every section, matched to the ground-truth objects (see :mod:`dualstream.matching`).
+
+    Args:
+        probs: ``(S, H, W)`` detector probabilities of ``sections``.
+
+    Returns:
+        ``(proposals, objects)``; ``proposals.object_index`` indexes ``objects``.
+    """
+    if probs.shape != sections.images.shape:
+        raise ValueError(f"probabilities {probs.shape} do not match sections {sections.images.shape}")
+    parts, objects, offset = [], [], 0
+    for s in range(len(sections)):
+        z = int(sections.z[s])
+        props, pred_labels = section_proposals(
+            probs[s], sections.images[s], sections.ignore[s], z, sections.voxel_size, threshold, min_size, crop_size
+        )
+        objs, gt_labels = section_objects(sections.labels[s], z, sections.voxel_size)
+        obj, best = match_proposals(iou_table(pred_labels, len(props), gt_labels, len(objs)), match_iou)
+        props.object_index = np.where(obj >= 0, obj + offset, -1)
+        props.iou = best
+        offset += len(objs)
+        parts.append(props)
+        objects.append(objs)
+    return Proposals.concatenate(parts, crop_size), GroundTruthObjects.concatenate(objects)

@@ -1,0 +1,192 @@
+"""Proposal stage and matching (task=detect) on small hand-made masks with hand-computed answers.
+
+The scene (one 20 x 30 section, z = 7, voxel size (z, y, x) = (50, 4, 6) nm):
+
+- ground truth: square A rows 2-5 x cols 2-5 (16 px, centroid (3.5, 3.5)) and square B rows
+  10-13 x cols 20-23 (16 px); the detector's probability on B is only 0.25, under the 0.3 threshold,
+  so B is never proposed.
+- detector blobs over the threshold: P1 rows 2-5 x cols 3-6 (overlaps A: 12 px shared, union 20,
+  IoU 0.6, centroid (3.5, 4.5): 1 px = 6 nm right of A's); P2 rows 15-17 x cols 10-12 (9 px, no
+  object, inside the artifact mask); P3 rows 0-2 x cols 27-29 (9 px, a false blob in the corner);
+  and a 2 px speck at row 8, cols 0-1 that ``min_size = 5`` drops.
+
+Scan order numbers the kept blobs P3, P1, P2 (first pixel at rows 0, 2, 15).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dualstream.errors import ConfigError
+from dualstream.matching import (
+    detection_scores,
+    iou_table,
+    label_components,
+    match_proposals,
+    proposal_recall,
+    section_objects,
+)
+from dualstream.oracle import ProposalAnnotator
+from dualstream.proposals import Sections, build_proposals, centred_crop, detector_patches, predict_sections
+
+VOXEL = (50.0, 4.0, 6.0)
+Z = 7
+
+
+def scene() -> tuple[Sections, np.ndarray]:
+    gt = np.zeros((20, 30), np.uint8)
+    gt[2:6, 2:6] = 1  # A
+    gt[10:14, 20:24] = 1  # B
+    prob = np.zeros((20, 30), np.float32)
+    prob[2:6, 3:7] = 0.9  # P1
+    prob[15:18, 10:13] = 0.35  # P2: just over the threshold
+    prob[0:3, 27:30] = 0.8  # P3: corner
+    prob[8, 0:2] = 0.9  # speck, under min_size
+    prob[10:14, 20:24] = 0.25  # B: under the threshold
+    ignore = np.zeros((20, 30), np.float32)
+    ignore[14:19, 9:14] = 1.0  # covers P2
+    image = (np.arange(600, dtype=np.float32).reshape(20, 30) + 1) / 1000  # every pixel distinct and nonzero
+    sections = Sections(image[None], gt[None], ignore[None], np.array([Z]), VOXEL, "hand-made")
+    return sections, prob[None]
+
+
+def test_label_components_drops_small_and_numbers_in_scan_order():
+    _, prob = scene()
+    labels, n = label_components(prob[0] >= 0.3, min_size=5)
+    assert n == 3
+    assert labels[0, 27] == 1 and labels[2, 3] == 2 and labels[15, 10] == 3
+    assert labels[8, 0] == 0  # the speck is gone
+    assert label_components(np.zeros((4, 4)), 1) [1] == 0
+    # 8-connectivity: a diagonal touch joins two pixels into one object
+    diag = np.eye(3, dtype=bool)
+    assert label_components(diag)[1] == 1
+
+
+def test_ground_truth_objects_and_iou_by_hand():
+    sections, prob = scene()
+    objects, gt_labels = section_objects(sections.labels[0], Z, VOXEL)
+    assert len(objects) == 2 and objects.areas.tolist() == [16, 16]
+    np.testing.assert_allclose(objects.centroids_vox, [[7, 3.5, 3.5], [7, 11.5, 21.5]])
+    np.testing.assert_allclose(objects.centroids_nm, [[350, 14, 21], [350, 46, 129]])
+    pred, n = label_components(prob[0] >= 0.3, 5)
+    iou = iou_table(pred, n, gt_labels, len(objects))
+    np.testing.assert_allclose(iou, [[0, 0], [0.6, 0], [0, 0]])
+    obj, best = match_proposals(iou, 0.3)
+    assert obj.tolist() == [-1, 0, -1]
+    np.testing.assert_allclose(best, [0, 0.6, 0])
+    assert match_proposals(iou, 0.61)[0].tolist() == [-1, -1, -1]  # the rule is IoU >= match_iou
+    assert match_proposals(np.zeros((2, 0)), 0.3)[0].tolist() == [-1, -1]  # a section without objects
+
+
+def test_build_proposals_fields_by_hand():
+    sections, prob = scene()
+    props, objects = build_proposals(prob, sections, threshold=0.3, min_size=5, crop_size=8, match_iou=0.3)
+    assert len(props) == 3 and len(objects) == 2
+    assert props.truth.tolist() == [0, 1, 0] and props.truth.dtype == np.uint8
+    assert props.object_index.tolist() == [-1, 0, -1]
+    assert props.boxes.tolist() == [[0, 27, 3, 30], [2, 3, 6, 7], [15, 10, 18, 13]]
+    np.testing.assert_allclose(props.centroids_vox, [[7, 1, 28], [7, 3.5, 4.5], [7, 16, 11]])
+    np.testing.assert_allclose(props.centroids_nm, props.centroids_vox * np.array(VOXEL))
+    assert props.z.tolist() == [Z] * 3 and props.areas.tolist() == [9, 16, 9]
+    np.testing.assert_allclose(props.ignore_share, [0, 0, 1])
+    np.testing.assert_allclose(props.scores, [0.8, 0.9, 0.35], rtol=1e-6)
+    assert props.crops.shape == (3, 2, 8, 8) and props.crops.dtype == np.float32
+    assert proposal_recall(props.object_index, len(objects)) == 0.5  # B was never proposed
+
+
+def test_border_proposal_crop_is_zero_padded_to_the_fixed_size():
+    sections, prob = scene()
+    props, _ = build_proposals(prob, sections, 0.3, 5, 8, 0.3)
+    image, mask = props.crops[0]  # P3, centroid (1, 28): window rows -3..4, cols 24..31
+    assert image.shape == (8, 8)
+    assert (image[:3] == 0).all() and (image[:, 6:] == 0).all()  # past the top and right borders
+    np.testing.assert_array_equal(image[3:, :6], sections.images[0, 0:5, 24:30])
+    expect = np.zeros((8, 8), np.float32)
+    expect[3:6, 3:6] = 1  # the blob itself, rows 0-2 x cols 27-29
+    np.testing.assert_array_equal(mask, expect)
+    # The mask channel shows only its own proposal: P1's crop (centre (4, 5) rounded from (3.5, 4.5)) holds P1 alone.
+    _, m1 = props.crops[1]
+    assert m1.sum() == 16
+    np.testing.assert_array_equal(centred_crop(np.ones((3, 3)), 1, 1, 4), [[0] * 4, [0, 1, 1, 1], [0, 1, 1, 1], [0, 1, 1, 1]])
+
+
+def test_detection_scores_by_hand():
+    sections, prob = scene()
+    props, objects = build_proposals(prob, sections, 0.3, 5, 8, 0.3)
+    args = (props.object_index, props.iou, props.centroids_nm, objects.centroids_nm)
+    all_ = detection_scores(np.ones(3, bool), *args)
+    assert all_["tp"] == 1 and all_["fp"] == 2 and all_["fn"] == 1
+    assert all_["precision"] == pytest.approx(1 / 3) and all_["recall"] == pytest.approx(0.5)
+    assert all_["f1"] == pytest.approx(0.4)  # 2 * (1/3) * (1/2) / (1/3 + 1/2)
+    assert all_["centroid_distance_nm"] == pytest.approx(6.0)  # one pixel in x at 6 nm
+    only_true = detection_scores(np.array([False, True, False]), *args)
+    assert only_true["precision"] == 1.0 and only_true["f1"] == pytest.approx(2 / 3)
+    none = detection_scores(np.zeros(3, bool), *args)
+    assert np.isnan(none["precision"]) and none["recall"] == 0 and none["f1"] == 0 and np.isnan(none["centroid_distance_nm"])
+
+
+def test_duplicates_of_one_object_count_once():
+    """Two accepted proposals on object 0: the higher-IoU one is the true positive, the other a false positive."""
+    obj = np.array([0, 0, 1, -1])
+    iou = np.array([0.4, 0.7, 0.5, 0.1])
+    cents = np.array([[0, 0, 10.0], [0, 0, 3.0], [0, 100, 0], [0, 0, 0]])
+    objs = np.array([[0, 0, 0.0], [0, 100, 4.0], [0, 500, 500]])
+    s = detection_scores(np.array([True, True, True, True]), obj, iou, cents, objs)
+    assert (s["tp"], s["fp"], s["fn"]) == (2, 2, 1)
+    assert s["precision"] == 0.5 and s["recall"] == pytest.approx(2 / 3)
+    assert s["centroid_distance_nm"] == pytest.approx((3.0 + 4.0) / 2)  # the duplicate at 10 nm is not a pair
+    assert proposal_recall(obj, 3) == pytest.approx(2 / 3)
+
+
+def test_proposal_annotator_true_false_skip():
+    sections, prob = scene()
+    props, _ = build_proposals(prob, sections, 0.3, 5, 8, 0.3)
+    answers = ProposalAnnotator(props.truth, props.ignore_share, 0.5).annotate(np.array([2, 1, 0]))
+    assert answers.labeled.tolist() == [1, 0] and answers.masks.tolist() == [1, 0]  # P1 True, P3 False
+    assert answers.masks.dtype == np.uint8 and answers.skipped.tolist() == [2]  # P2 lies in the artifact mask
+    with pytest.raises(ValueError):
+        ProposalAnnotator(np.array([0, 2]), np.zeros(2))
+
+
+class _Identity(nn.Module):
+    """Logits whose sigmoid is the input: stitched predictions must reproduce the section."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        # Spoil the outer eighth of each tile: only the tile centres may reach the stitched output.
+        out = torch.logit(x.clamp(1e-4, 1 - 1e-4))
+        q = x.shape[-1] // 8
+        edge = torch.ones_like(x, dtype=torch.bool)
+        edge[..., q:-q, q:-q] = False
+        return out.masked_fill(edge, -20.0)
+
+
+def test_predict_sections_stitches_tile_centres_back():
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0.05, 0.95, (2, 37, 45)).astype(np.float32)  # not multiples of the tile
+    probs = predict_sections(_Identity(), images, patch_size=16, batch_size=7)
+    assert probs.shape == images.shape and probs.dtype == np.float32
+    np.testing.assert_allclose(probs, images, atol=1e-5)
+    with pytest.raises(ConfigError, match="multiple of 8"):
+        predict_sections(_Identity(), images, patch_size=20)
+
+
+def test_detector_patches_draws_positives_and_avoids_artifacts():
+    labels = np.zeros((2, 32, 32), np.uint8)
+    labels[0, 1, 1] = 1  # only tile (section 0, 0, 0) holds foreground
+    ignore = np.zeros((2, 32, 32), np.float32)
+    ignore[1, :16, :] = 1  # tiles (1, 0, 0) and (1, 0, 16) are artifacts
+    images = np.random.default_rng(0).random((2, 32, 32)).astype(np.float32)
+    sections = Sections(images, labels, ignore, np.array([0, 1]), (1.0, 1.0, 1.0))
+    imgs, masks = detector_patches(sections, 16, 4, np.random.default_rng(1), positive_share=0.5)
+    assert imgs.shape == (4, 16, 16) and masks.shape == (4, 16, 16)
+    assert masks[0].sum() == 1  # the one positive tile is drawn first
+    assert not any(np.array_equal(i, images[1, :16, :16]) or np.array_equal(i, images[1, :16, 16:]) for i in imgs)
+    imgs, _ = detector_patches(sections, 16, 50, np.random.default_rng(1))
+    assert len(imgs) == 6  # 8 tiles, 2 artifacts
