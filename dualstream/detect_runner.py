@@ -15,15 +15,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dualstream.errors import ConfigError, EmptyPoolError
-from dualstream.loop import ActiveLearningLoop, LoopSettings
+from dualstream.loop import LoopSettings
 from dualstream.matching import proposal_recall
 from dualstream.oracle import ProposalAnnotator
 from dualstream.proposals import build_proposals, read_sections, run_detector
-from dualstream.results import RoundRecord, RunResults
-from dualstream.runner import area_under_curve
-from dualstream.streams.data_stream import fit_data_stream
+from dualstream.results import RunResults
+from dualstream.runner import drive_loop
+from dualstream.streams.data_stream import DataStream, fit_data_stream
 from dualstream.streams.verification_stream import VerificationStream
-from dualstream.tracking import make_tracker
 
 log = logging.getLogger(__name__)
 
@@ -100,32 +99,16 @@ def run_detect(cfg: DictConfig, run_dir: str | Path) -> RunResults:
         len(pool), extra["n_true_proposals_pool"], len(pool_objects), extra["proposal_recall_pool"],
         len(test), extra["n_true_proposals_test"], len(test_objects), extra["proposal_recall_test"],
     )
-    acquisition = cfg.acquisition.name
-    tracker = make_tracker(cfg.logger, run_dir, f"{acquisition}-s{cfg.seed}", container)
     results = RunResults(
-        acquisition=acquisition, seed=int(cfg.seed), task=task_cfg.name, metric=task_cfg.metric, config=container, extra=extra
+        acquisition=cfg.acquisition.name, seed=int(cfg.seed), task=task_cfg.name, metric=task_cfg.metric, config=container, extra=extra
     )
     results.write(run_dir)  # the proposal stage's numbers survive even if the loop fails
-    status = "failed"
-    try:
+
+    def streams() -> tuple[DataStream, VerificationStream]:
         # Data stream: the frozen encoder sees the image channel only (what a proposal looks like, not
         # what the detector thought of it), so typicality stays independent of the task stream.
         stream = fit_data_stream(pool.crops[:, 0], cfg.encoder, cfg.trainer, int(cfg.encoder.seed), cache_dir)
-        results.extra.update(encoder_seconds=stream.seconds, encoder_cached=stream.from_cache, encoder_key=stream.key)
-        task = VerificationStream(task_cfg.verifier, cfg.trainer, pool.crops, test, test_objects.centroids_nm)
+        return stream, VerificationStream(task_cfg.verifier, cfg.trainer, pool.crops, test, test_objects.centroids_nm)
 
-        def on_round(record: RoundRecord) -> None:
-            results.records.append(record)
-            results.extra["aulc"] = area_under_curve(results.records)
-            results.write(run_dir)
-            tracker.log({k: v for k, v in record.to_dict().items() if k != "round"}, step=record.round)
-
-        ActiveLearningLoop(
-            pool.crops, stream, task, ProposalAnnotator(pool.truth, pool.ignore_share, artifact_threshold),
-            acquisition, cfg.acquisition.get("params") or {}, settings, int(cfg.seed),
-            on_round=on_round, progress=bool(cfg.get("progress", True)),
-        ).run()
-        status = "success"
-    finally:
-        tracker.finish(status)
-    return results
+    annotator = ProposalAnnotator(pool.truth, pool.ignore_share, artifact_threshold)
+    return drive_loop(cfg, run_dir, results, pool.crops, streams, annotator, settings)

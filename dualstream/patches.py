@@ -83,6 +83,18 @@ def _tiles(section: np.ndarray, origins: Sequence[tuple[int, int]], patch: int) 
     return np.stack([section[y : y + patch, x : x + patch] for y, x in origins])
 
 
+def read_section(
+    image: Volume, labels: Volume, ignore: Volume | None, z: int, factor: int, label_threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Section ``z`` as the model sees it: image float32 ``[0, 1]``, labels uint8 ``{0, 1}``
+    (foreground where ``> label_threshold``, re-thresholded at half coverage after downsampling), and the
+    float32 share of each pixel in the ignore mask; all ``(y, x)`` after ``factor`` x downsampling."""
+    img = downsample(normalise_intensity(image.section(z)), factor)
+    lab = (downsample((labels.section(z) > label_threshold).astype(np.float32), factor) >= 0.5).astype(np.uint8)
+    ign = downsample((ignore.section(z) > 0).astype(np.float32), factor) if ignore is not None else np.zeros_like(img)
+    return img, lab, ign
+
+
 def extract_patches(
     image: Volume,
     labels: Volume,
@@ -114,13 +126,7 @@ def extract_patches(
     stride = stride or patch_size
     imgs, labs, igns, origins = [], [], [], []
     for z in sections:
-        img = downsample(normalise_intensity(image.section(z)), factor)
-        lab = downsample((labels.section(z) > label_threshold).astype(np.float32), factor) >= 0.5
-        ign = (
-            downsample((ignore.section(z) > 0).astype(np.float32), factor)
-            if ignore is not None
-            else np.zeros_like(img)
-        )
+        img, lab, ign = read_section(image, labels, ignore, z, factor, label_threshold)
         corners = tile_origins(img.shape, patch_size, stride)
         if not corners:
             raise EmptyPoolError(
@@ -128,7 +134,7 @@ def extract_patches(
                 f" smaller than data.patch_size={patch_size}: the pool is empty; lower data.patch_size or data.downsample"
             )
         imgs.append(_tiles(img, corners, patch_size))
-        labs.append(_tiles(lab.astype(np.uint8), corners, patch_size))
+        labs.append(_tiles(lab, corners, patch_size))
         igns.append(_tiles(ign, corners, patch_size).mean(axis=(1, 2)))
         origins.extend((z, y, x) for y, x in corners)
     if not imgs:

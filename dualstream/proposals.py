@@ -41,7 +41,7 @@ from dualstream.matching import (
     section_objects,
 )
 from dualstream.models.segmentation import SegmentationModule
-from dualstream.patches import _select, downsample, normalise_intensity, split_sections, tile_origins
+from dualstream.patches import _select, read_section, split_sections, tile_origins
 from dualstream.streams.data_stream import _locked
 from dualstream.trainer import build_trainer
 from dualstream.volume import Volume, check_aligned, open_volume
@@ -85,14 +85,7 @@ def load_sections(
         check_aligned(image, ignore, "ignore mask")
     if not sections:
         raise EmptyPoolError(f"{image.source}: no sections selected; check data.sections")
-    imgs, labs, igns = [], [], []
-    for z in sections:
-        img = downsample(normalise_intensity(image.section(z)), factor)
-        imgs.append(img)
-        labs.append((downsample((labels.section(z) > label_threshold).astype(np.float32), factor) >= 0.5).astype(np.uint8))
-        igns.append(
-            downsample((ignore.section(z) > 0).astype(np.float32), factor) if ignore is not None else np.zeros_like(img)
-        )
+    imgs, labs, igns = zip(*(read_section(image, labels, ignore, z, factor, label_threshold) for z in sections))
     vz, vy, vx = image.voxel_size
     return Sections(
         images=np.stack(imgs).astype(np.float32),

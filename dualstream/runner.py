@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dualstream.artifacts import inject_artifacts
-from dualstream.loop import ActiveLearningLoop, LoopSettings
-from dualstream.oracle import SimulatedAnnotator
+from dualstream.loop import ActiveLearningLoop, LoopSettings, TaskModel
+from dualstream.oracle import Annotator, SimulatedAnnotator
 from dualstream.patches import build_pools
 from dualstream.results import RoundRecord, RunResults
-from dualstream.streams.data_stream import fit_data_stream
+from dualstream.streams.data_stream import DataStream, fit_data_stream
 from dualstream.streams.task_stream import TaskStream
 from dualstream.tracking import make_tracker
 
@@ -59,21 +59,43 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunResults:
         LoopSettings(len(pool), 1, 0) if full_pool else LoopSettings(int(cfg.loop.initial), int(cfg.loop.batch), int(cfg.loop.rounds))
     )
     settings.check(len(pool))  # fail on a bad budget before the encoder trains
-    acquisition = cfg.acquisition.name
-    tracker = make_tracker(cfg.logger, run_dir, f"{acquisition}-s{cfg.seed}", container)
     results = RunResults(
-        acquisition=acquisition,
+        acquisition=cfg.acquisition.name,
         seed=int(cfg.seed),
         task=cfg.task.name,
         metric=cfg.task.metric,
         config=container,
         extra={"pool_size": len(pool), "test_size": len(test), "n_artifacts": int(artifacts.sum()), "full_pool": full_pool},
     )
+
+    def streams() -> tuple[DataStream, TaskStream]:
+        stream = fit_data_stream(pool.images, cfg.encoder, cfg.trainer, int(cfg.encoder.seed), cfg.paths.get("cache_dir"))
+        return stream, TaskStream(cfg.model, cfg.trainer, pool.images, test.images, test.labels)
+
+    annotator = SimulatedAnnotator(pool.labels, pool.ignore_share, cfg.loop.artifact_threshold)
+    return drive_loop(cfg, run_dir, results, pool.images, streams, annotator, settings)
+
+
+def drive_loop(
+    cfg: DictConfig,
+    run_dir: Path,
+    results: RunResults,
+    items: np.ndarray,
+    streams: Callable[[], tuple[DataStream, TaskModel]],
+    annotator: Annotator,
+    settings: LoopSettings,
+) -> RunResults:
+    """Start the logger, build the two streams, run the loop; rewrite ``results.json`` after each round.
+
+    Shared by every task: ``items`` are what the annotator is shown (patches, proposal crops) and
+    ``streams()`` trains the data stream and makes the task model (inside the logger's lifetime, so a
+    failure is logged as one).
+    """
+    tracker = make_tracker(cfg.logger, run_dir, f"{results.acquisition}-s{results.seed}", results.config)
     status = "failed"
     try:
-        stream = fit_data_stream(pool.images, cfg.encoder, cfg.trainer, int(cfg.encoder.seed), cfg.paths.get("cache_dir"))
+        stream, task = streams()
         results.extra.update(encoder_seconds=stream.seconds, encoder_cached=stream.from_cache, encoder_key=stream.key)
-        task = TaskStream(cfg.model, cfg.trainer, pool.images, test.images, test.labels)
 
         def on_round(record: RoundRecord) -> None:
             results.records.append(record)
@@ -82,9 +104,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunResults:
             tracker.log({k: v for k, v in record.to_dict().items() if k != "round"}, step=record.round)
 
         ActiveLearningLoop(
-            pool.images, stream, task, SimulatedAnnotator(pool.labels, pool.ignore_share, cfg.loop.artifact_threshold),
-            acquisition, cfg.acquisition.get("params") or {}, settings, int(cfg.seed),
-            on_round=on_round, progress=bool(cfg.get("progress", True)),
+            items, stream, task, annotator, results.acquisition, cfg.acquisition.get("params") or {}, settings,
+            results.seed, on_round=on_round, progress=bool(cfg.get("progress", True)),
         ).run()
         status = "success"
     finally:
