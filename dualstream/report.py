@@ -29,6 +29,9 @@ import numpy as np
 from dualstream.results import RESULTS_FILE
 
 REFERENCE = "dualstream"
+STANDARD_KEYS = {
+    "round", "n_labeled", "n_queried", "n_skipped", "score", "stream_correlation", "seconds", "selection_seconds", "train_loss",
+}
 FULL_POOL = "full pool"  # runs with loop.initial=all: the score of training on every pool item
 TARGET_SHARE = 0.95
 
@@ -157,6 +160,11 @@ def summarise(groups: dict[str, Group]) -> dict[str, Any]:
             "selection_seconds_mean": float(np.nanmean(g.column("selection_seconds"))),
             "seconds_per_round_mean": float(np.nanmean(g.column("seconds"))),
         }
+        # Task-specific record keys (detect: precision, recall, f1, centroid distance) at the last budget.
+        extra_keys = [k for k in g.runs[0].records[0] if k not in STANDARD_KEYS]
+        out["groups"][name]["final_metrics"] = {
+            k: {"mean": float(np.nanmean(g.column(k)[:, -1])), "std": float(np.nanstd(g.column(k)[:, -1]))} for k in extra_keys
+        }
         if "full_pool" in out:
             target = TARGET_SHARE * out["full_pool"]["score_mean"]
             info = out["groups"][name]
@@ -215,6 +223,18 @@ def render_markdown(summary: dict[str, Any], sweep_dir: Path) -> str:
             + f" {100 * g['artifact_waste']:.1f}% |"
             f" {g['stream_correlation_mean']:+.2f} | {g['selection_seconds_mean']:.3f} |"
         )
+    metric_keys = list(first.get("final_metrics", {}))
+    if metric_keys:
+        lines += [
+            "",
+            f"Task metrics at the last budget ({budgets[-1]}):",
+            "",
+            "| setting | " + " | ".join(metric_keys) + " |",
+            "|---|" + "---|" * len(metric_keys),
+        ]
+        for name, g in groups.items():
+            fm = g.get("final_metrics", {})
+            lines.append(f"| {name} | " + " | ".join(_fmt(fm[k]["mean"], fm[k]["std"], 2 if k.endswith("_nm") else 3) if k in fm else "" for k in metric_keys) + " |")
     paired = summary.get("paired_vs_dualstream")
     if paired:
         lines += [
