@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dualstream.acquisition.base import PoolView, Selection, masked_utilities, register, top_indices
-from dualstream.acquisition.diversity import diverse_top
+from dualstream.acquisition.base import PoolView, Selection, register
+from dualstream.acquisition.diversity import select_by_utility
 
 
 def rank_percentile(values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -28,32 +28,23 @@ def rank_percentile(values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     return out
 
 
-def _select(view: PoolView, utilities: np.ndarray, batch_size: int, rng: np.random.Generator, diverse: bool, factor: int) -> Selection:
-    cand = view.candidates
-    if diverse:
-        idx = diverse_top(utilities, view.embedding, cand, batch_size, rng, factor)
-    else:
-        idx = top_indices(utilities, cand, batch_size)
-    return Selection(idx, masked_utilities(utilities, cand))
-
-
 @register("random")
 def random_acquisition(view: PoolView, batch_size: int, rng: np.random.Generator) -> Selection:
     """Uniformly random candidates (utility = a random draw)."""
     utilities = rng.random(len(view))
-    return _select(view, utilities, batch_size, rng, diverse=False, factor=1)
+    return select_by_utility(view, utilities, batch_size, rng, diverse=False, factor=1)
 
 
 @register("uncertainty")
 def uncertainty_acquisition(view: PoolView, batch_size: int, rng: np.random.Generator, diverse: bool = False, factor: int = 10) -> Selection:
     """Task stream only: the most uncertain candidates (classic uncertainty sampling)."""
-    return _select(view, view.uncertainty.astype(np.float64), batch_size, rng, diverse, factor)
+    return select_by_utility(view, view.uncertainty.astype(np.float64), batch_size, rng, diverse, factor)
 
 
 @register("density")
 def density_acquisition(view: PoolView, batch_size: int, rng: np.random.Generator, diverse: bool = True, factor: int = 10) -> Selection:
     """Data stream only: the most typical candidates, spread over the embedding."""
-    return _select(view, view.typicality.astype(np.float64), batch_size, rng, diverse, factor)
+    return select_by_utility(view, view.typicality.astype(np.float64), batch_size, rng, diverse, factor)
 
 
 def dualstream_utility(view: PoolView, beta: float = 1.0) -> np.ndarray:
@@ -73,4 +64,4 @@ def dualstream_acquisition(
     view: PoolView, batch_size: int, rng: np.random.Generator, beta: float = 1.0, diverse: bool = True, factor: int = 10
 ) -> Selection:
     """Uncertain **and** typical, diverse within the batch (k-means in the frozen embedding)."""
-    return _select(view, dualstream_utility(view, beta), batch_size, rng, diverse, factor)
+    return select_by_utility(view, dualstream_utility(view, beta), batch_size, rng, diverse, factor)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from dualstream.acquisition.base import PoolView, Selection, masked_utilities, top_indices
+
 
 def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, iters: int = 25) -> tuple[np.ndarray, np.ndarray]:
     """Lloyd's k-means with k-means++ seeding.
@@ -82,3 +84,16 @@ def diverse_top(
         rest = [i for i in shortlist if i not in taken]
         chosen = np.concatenate([chosen, np.asarray(rest[: batch_size - len(chosen)], dtype=np.int64)])
     return chosen
+
+
+def select_by_utility(
+    view: PoolView, utilities: np.ndarray, batch_size: int, rng: np.random.Generator, diverse: bool, factor: int
+) -> Selection:
+    """The selection step shared by score-based strategies: top-``B`` by ``utilities`` ``(N,)``, or
+    :func:`diverse_top` in the frozen embedding when ``diverse``; utilities reported NaN on queried items."""
+    cand = view.candidates
+    if diverse:
+        idx = diverse_top(utilities, view.embedding, cand, batch_size, rng, factor)
+    else:
+        idx = top_indices(utilities, cand, batch_size)
+    return Selection(idx, masked_utilities(utilities, cand))

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dualstream.acquisition.base import PoolView, Selection, masked_utilities, register, top_indices
-from dualstream.acquisition.diversity import diverse_top
+from dualstream.acquisition.base import PoolView, Selection, register
+from dualstream.acquisition.diversity import select_by_utility
 from dualstream.acquisition.extras import require_extra
 
 HINTS = {
@@ -25,12 +25,7 @@ def _score_sampling(
 ) -> Selection:
     """Top-``B`` candidates by ``view.extras[key]`` ``(N,)``; utilities ``(N,)`` = that score, NaN on queried."""
     scores = require_extra(view, key, key, HINTS[key], ndim=1).astype(np.float64)
-    cand = view.candidates
-    if diverse:
-        idx = diverse_top(scores, view.embedding, cand, batch_size, rng, factor)
-    else:
-        idx = top_indices(scores, cand, batch_size)
-    return Selection(idx, masked_utilities(scores, cand))
+    return select_by_utility(view, scores, batch_size, rng, diverse, factor)
 
 
 @register("margin")
