@@ -178,39 +178,61 @@ def _select(sections: Any, n: int, where: str) -> list[int]:
     return chosen
 
 
-def build_pools(data: Any) -> tuple[PatchPool, PatchPool]:
-    """Open the volumes named by a ``data`` config and cut the pool and the test set.
+@dataclass(frozen=True)
+class DataSplit:
+    """The volumes a ``data`` config names and which sections go to the pool and to the test set.
 
-    ``data`` keys: ``image, labels, label_threshold, ignore, test_image, test_labels, voxel_size,
-    downsample, patch_size, stride, test_fraction, sections``. Without ``test_image`` the last
-    ``test_fraction`` of the (selected) sections is held out.
+    The test sections carry no ignore mask: artifacts concern the annotator, test items are scored as
+    they are.
+    """
 
-    Returns:
-        ``(pool, test)``.
+    image: Volume
+    labels: Volume
+    ignore: Volume | None
+    pool_sections: list[int]
+    test_image: Volume
+    test_labels: Volume
+    test_sections: list[int]
+
+
+def open_split(data: Any) -> DataSplit:
+    """Open the volumes of a ``data`` config and split its sections (shared by every task).
+
+    ``data`` keys: ``image, labels, ignore, test_image, test_labels, voxel_size, test_fraction,
+    sections``. Without ``test_image`` the last ``test_fraction`` of the (selected) sections is held out.
     """
     vs = data.get("voxel_size")
     image = open_volume(data.image, vs, role="data.image")
     labels = open_volume(data.labels, vs, role="data.labels")
     ignore = open_volume(data.ignore, vs, role="data.ignore") if data.get("ignore") else None
-    common = dict(
-        patch_size=int(data.patch_size),
-        stride=data.get("stride"),
-        factor=int(data.get("downsample", 1)),
-        label_threshold=float(data.label_threshold),
-    )
-    if int(data.patch_size) < 8:
-        raise ConfigError(f"data.patch_size must be at least 8 pixels, got {data.patch_size}")
     chosen = _select(data.get("sections"), len(image), "data.sections")
     if data.get("test_image"):
         if not data.get("test_labels"):
             raise ConfigError("data.test_image is set but data.test_labels is not; give both or neither")
         test_image = open_volume(data.test_image, vs, role="data.test_image")
         test_labels = open_volume(data.test_labels, vs, role="data.test_labels")
-        pool = extract_patches(image, labels, chosen, ignore=ignore, **common)
-        test = extract_patches(test_image, test_labels, range(len(test_image)), **common)
-    else:
-        pool_idx, test_idx = split_sections(len(chosen), float(data.get("test_fraction", 0.25)))
-        pool = extract_patches(image, labels, [chosen[i] for i in pool_idx], ignore=ignore, **common)
-        # The ignore mask marks artifacts for the annotator; test patches are scored as they are.
-        test = extract_patches(image, labels, [chosen[i] for i in test_idx], **common)
+        return DataSplit(image, labels, ignore, chosen, test_image, test_labels, list(range(len(test_image))))
+    pool_idx, test_idx = split_sections(len(chosen), float(data.get("test_fraction", 0.25)))
+    return DataSplit(image, labels, ignore, [chosen[i] for i in pool_idx], image, labels, [chosen[i] for i in test_idx])
+
+
+def build_pools(data: Any) -> tuple[PatchPool, PatchPool]:
+    """Open the volumes named by a ``data`` config (see :func:`open_split`) and cut the pool and the test set.
+
+    Further ``data`` keys: ``label_threshold, downsample, patch_size, stride``.
+
+    Returns:
+        ``(pool, test)``.
+    """
+    split = open_split(data)
+    if int(data.patch_size) < 8:
+        raise ConfigError(f"data.patch_size must be at least 8 pixels, got {data.patch_size}")
+    common = dict(
+        patch_size=int(data.patch_size),
+        stride=data.get("stride"),
+        factor=int(data.get("downsample", 1)),
+        label_threshold=float(data.label_threshold),
+    )
+    pool = extract_patches(split.image, split.labels, split.pool_sections, ignore=split.ignore, **common)
+    test = extract_patches(split.test_image, split.test_labels, split.test_sections, **common)
     return pool, test

@@ -41,10 +41,10 @@ from dualstream.matching import (
     section_objects,
 )
 from dualstream.models.segmentation import SegmentationModule
-from dualstream.patches import _select, read_section, split_sections, tile_origins
+from dualstream.patches import open_split, read_section, tile_origins
 from dualstream.streams.data_stream import _locked
 from dualstream.trainer import build_trainer
-from dualstream.volume import Volume, check_aligned, open_volume
+from dualstream.volume import Volume, check_aligned
 
 log = logging.getLogger(__name__)
 
@@ -98,28 +98,15 @@ def load_sections(
 
 
 def read_sections(data: Any) -> tuple[Sections, Sections]:
-    """The pool and test sections a ``data`` config names (same split as :func:`dualstream.patches.build_pools`).
+    """The pool and test sections a ``data`` config names (the split of :func:`dualstream.patches.open_split`).
 
     Returns:
         ``(pool, test)``; the test sections carry no ignore mask (they are scored as they are).
     """
-    vs = data.get("voxel_size")
-    image = open_volume(data.image, vs, role="data.image")
-    labels = open_volume(data.labels, vs, role="data.labels")
-    ignore = open_volume(data.ignore, vs, role="data.ignore") if data.get("ignore") else None
+    split = open_split(data)
     common = dict(factor=int(data.get("downsample", 1)), label_threshold=float(data.label_threshold))
-    chosen = _select(data.get("sections"), len(image), "data.sections")
-    if data.get("test_image"):
-        if not data.get("test_labels"):
-            raise ConfigError("data.test_image is set but data.test_labels is not; give both or neither")
-        test_image = open_volume(data.test_image, vs, role="data.test_image")
-        test_labels = open_volume(data.test_labels, vs, role="data.test_labels")
-        pool = load_sections(image, labels, chosen, ignore=ignore, **common)
-        test = load_sections(test_image, test_labels, list(range(len(test_image))), **common)
-    else:
-        pool_idx, test_idx = split_sections(len(chosen), float(data.get("test_fraction", 0.25)))
-        pool = load_sections(image, labels, [chosen[i] for i in pool_idx], ignore=ignore, **common)
-        test = load_sections(image, labels, [chosen[i] for i in test_idx], **common)
+    pool = load_sections(split.image, split.labels, split.pool_sections, ignore=split.ignore, **common)
+    test = load_sections(split.test_image, split.test_labels, split.test_sections, **common)
     return pool, test
 
 
