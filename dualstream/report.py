@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from dualstream.results import RESULTS_FILE
+from dualstream.results import RESULTS_FILE, area_under_curve
 
 REFERENCE = "dualstream"
 STANDARD_KEYS = {
@@ -62,8 +62,6 @@ class Group:
 
     def aulc(self) -> np.ndarray:
         """``(seeds,)`` normalised area under score-vs-queries."""
-        from dualstream.runner import area_under_curve
-
         n = min(len(r.records) for r in self.runs)
         return np.array([area_under_curve(r.records[:n]) for r in self.runs])
 

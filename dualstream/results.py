@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 RESULTS_FILE = "results.json"
 
 
@@ -92,3 +94,12 @@ def _jsonable(value: Any) -> Any:
 
 def load_results(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
+
+
+def area_under_curve(records: list[RoundRecord] | list[dict[str, Any]]) -> float:
+    """Normalised area under the learning curve (score vs queries), trapezoidal, in score units."""
+    xs = np.array([r["n_queried"] if isinstance(r, dict) else r.n_queried for r in records], dtype=float)
+    ys = np.array([r["score"] if isinstance(r, dict) else r.score for r in records], dtype=float)
+    if len(xs) < 2 or xs[-1] == xs[0]:
+        return float(ys.mean()) if len(ys) else float("nan")
+    return float(np.trapezoid(ys, xs) / (xs[-1] - xs[0]))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -17,21 +17,12 @@ from dualstream.artifacts import inject_artifacts
 from dualstream.loop import ActiveLearningLoop, LoopSettings, TaskModel
 from dualstream.oracle import Annotator, SimulatedAnnotator
 from dualstream.patches import build_pools
-from dualstream.results import RoundRecord, RunResults
+from dualstream.results import RoundRecord, RunResults, area_under_curve
 from dualstream.streams.data_stream import DataStream, fit_data_stream
 from dualstream.streams.task_stream import TaskStream
 from dualstream.tracking import make_tracker
 
 log = logging.getLogger(__name__)
-
-
-def area_under_curve(records: list[RoundRecord] | list[dict[str, Any]]) -> float:
-    """Normalised area under the learning curve (score vs queries), trapezoidal, in score units."""
-    xs = np.array([r["n_queried"] if isinstance(r, dict) else r.n_queried for r in records], dtype=float)
-    ys = np.array([r["score"] if isinstance(r, dict) else r.score for r in records], dtype=float)
-    if len(xs) < 2 or xs[-1] == xs[0]:
-        return float(ys.mean()) if len(ys) else float("nan")
-    return float(np.trapezoid(ys, xs) / (xs[-1] - xs[0]))
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> RunResults:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dualstream.report import collect, main, write_report
-from dualstream.runner import area_under_curve
+from dualstream.results import area_under_curve
 
 BUDGETS = [10, 20, 30]
 # AULC = trapezoid area / (30 - 10), all by hand:
