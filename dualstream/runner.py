@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig, run_dir: str | Path) -> RunResults:
     """Run the loop the config describes; write ``results.json`` into ``run_dir`` after every round."""
+    apply_acquisition_needs(cfg)
     if cfg.task.name == "detect":
         from dualstream.detect_runner import run_detect
 
@@ -65,6 +66,21 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunResults:
 
     annotator = SimulatedAnnotator(pool.labels, pool.ignore_share, cfg.loop.artifact_threshold)
     return drive_loop(cfg, run_dir, results, pool.images, streams, annotator, settings)
+
+
+def apply_acquisition_needs(cfg: DictConfig) -> None:
+    """Raise the task model's MC-dropout samples to what the acquisition asks for (``acquisition.mc_samples``).
+
+    BALD needs T > 1 stochastic passes; every other strategy keeps the deterministic prediction, so a
+    sweep over the zoo pays for MC sampling in the BALD runs only. The results file records the value used.
+    """
+    wanted = int(cfg.acquisition.get("mc_samples") or 1)
+    if wanted <= 1:
+        return
+    if cfg.task.name == "detect":
+        cfg.task.verifier.mc_samples = max(int(cfg.task.verifier.get("mc_samples") or 1), wanted)
+    else:
+        cfg.model.module.mc_samples = max(int(cfg.model.module.get("mc_samples") or 1), wanted)
 
 
 def drive_loop(

@@ -218,6 +218,23 @@ def test_dualstream_utility_is_product_of_percentiles():
     assert acquire("dualstream", view, 1, np.random.default_rng(0), diverse=False).indices.tolist() == [2]
 
 
+def test_dualstream_gate_drops_least_typical_share():
+    # 10 candidates; typicality ranks 1..10 by index, uncertainty ranks reversed (index 0 most uncertain)
+    n = 10
+    typ = np.arange(1, n + 1, dtype=np.float64)
+    unc = np.arange(n, 0, -1, dtype=np.float64)
+    view = PoolView(np.zeros((n, 2), np.float32), typ, unc, np.zeros(n, bool))
+    # beta = 0 without a gate is uncertainty alone: the least typical item 0 wins
+    assert acquire("dualstream", view, 1, np.random.default_rng(0), beta=0.0, diverse=False).indices.tolist() == [0]
+    # gate 0.3: the 3 least typical (pct 0.1, 0.2, 0.3) get utility 0; the best remaining is item 3
+    sel = acquire("dualstream", view, 1, np.random.default_rng(0), beta=0.0, gate=0.3, diverse=False)
+    assert sel.indices.tolist() == [3]
+    np.testing.assert_array_equal(sel.utilities[:3], 0.0)
+    np.testing.assert_allclose(sel.utilities[3:], unc[3:] / n)
+    with pytest.raises(ConfigError, match="gate"):
+        dualstream_utility(view, gate=1.0)
+
+
 def test_dualstream_diverse_picks_from_both_clusters():
     rng = np.random.default_rng(0)
     a = rng.normal(scale=0.05, size=(10, 3))

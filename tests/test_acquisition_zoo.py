@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -68,7 +70,7 @@ def test_score_sampling_missing_key_is_a_config_error(key):
         acquire(key, view, 2, np.random.default_rng(0))
     assert "\n" not in str(err.value)
     if key == "bald":
-        assert "set model.module.mc_samples > 1" in str(err.value)
+        assert "set acquisition.mc_samples > 1" in str(err.value)
 
 
 def test_score_sampling_wrong_shape_is_a_config_error():
@@ -325,3 +327,24 @@ def test_contract_on_100k_pool(name, big_view):
 def test_contract_on_20k_pool_for_slow_strategies(name):
     view = random_view(20_000, D_BIG, seed=1)
     check_contract(view, acquire(name, view, BATCH, np.random.default_rng(0)), BATCH)
+
+
+@pytest.mark.parametrize("task", ["segment", "detect"])
+def test_bald_config_raises_the_task_models_mc_samples_only_for_bald(task):
+    from omegaconf import OmegaConf
+
+    from dualstream.runner import apply_acquisition_needs
+
+    def cfg(acquisition):
+        return OmegaConf.create(
+            {"acquisition": acquisition, "task": {"name": task, "verifier": {"mc_samples": 1}}, "model": {"module": {"mc_samples": 1}}}
+        )
+
+    bald = OmegaConf.load(Path(__file__).parents[1] / "conf" / "acquisition" / "bald.yaml")
+    c = cfg(bald)
+    apply_acquisition_needs(c)
+    samples = c.task.verifier.mc_samples if task == "detect" else c.model.module.mc_samples
+    assert samples == bald.mc_samples > 1
+    plain = cfg({"name": "uncertainty"})
+    apply_acquisition_needs(plain)
+    assert plain.model.module.mc_samples == plain.task.verifier.mc_samples == 1

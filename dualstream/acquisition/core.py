@@ -6,6 +6,7 @@ import numpy as np
 
 from dualstream.acquisition.base import PoolView, Selection, register
 from dualstream.acquisition.diversity import select_by_utility
+from dualstream.errors import ConfigError
 
 
 def rank_percentile(values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -47,21 +48,35 @@ def density_acquisition(view: PoolView, batch_size: int, rng: np.random.Generato
     return select_by_utility(view, view.typicality.astype(np.float64), batch_size, rng, diverse, factor)
 
 
-def dualstream_utility(view: PoolView, beta: float = 1.0) -> np.ndarray:
+def dualstream_utility(view: PoolView, beta: float = 1.0, gate: float = 0.0) -> np.ndarray:
     """``(N,)`` utility ``pct(uncertainty) * pct(typicality) ** beta`` on candidates, NaN elsewhere.
 
     High only when an item is both uncertain to the task model and typical of the data; an
-    uncertain outlier (low typicality) is pushed down. ``beta`` weighs the data stream.
+    uncertain outlier (low typicality) is pushed down. ``beta`` weighs the data stream. ``gate`` in
+    ``[0, 1)`` zeroes the utility of the least typical ``gate`` share of candidates outright: a hard
+    outlier filter that, with a small ``beta``, leaves the ranking of typical items to uncertainty
+    (for pools where informative structures are themselves somewhat atypical).
     """
+    if not 0.0 <= gate < 1.0:
+        raise ConfigError(f"acquisition.params.gate must be in [0, 1) (a share of the candidates), got {gate}")
     cand = view.candidates
     u = rank_percentile(view.uncertainty.astype(np.float64), cand)
     t = rank_percentile(view.typicality.astype(np.float64), cand)
-    return u * t**beta
+    out = u * t**beta
+    # t is a percentile in (0, 1]: t <= gate is exactly the least typical `gate` share.
+    out[cand[t[cand] <= gate]] = 0.0
+    return out
 
 
 @register("dualstream")
 def dualstream_acquisition(
-    view: PoolView, batch_size: int, rng: np.random.Generator, beta: float = 1.0, diverse: bool = True, factor: int = 10
+    view: PoolView,
+    batch_size: int,
+    rng: np.random.Generator,
+    beta: float = 1.0,
+    gate: float = 0.0,
+    diverse: bool = True,
+    factor: int = 10,
 ) -> Selection:
     """Uncertain **and** typical, diverse within the batch (k-means in the frozen embedding)."""
-    return select_by_utility(view, dualstream_utility(view, beta), batch_size, rng, diverse, factor)
+    return select_by_utility(view, dualstream_utility(view, beta, gate), batch_size, rng, diverse, factor)

@@ -16,7 +16,7 @@ from dualstream.acquisition.extras import require_extra
 HINTS = {
     "margin": "enable margin scores in the task stream (per-item 1 - |p(fg) - p(bg)|)",
     "least_confidence": "enable least-confidence scores in the task stream (per-item 1 - max class probability)",
-    "bald": "set model.module.mc_samples > 1 (BALD needs MC-dropout samples)",
+    "bald": "set acquisition.mc_samples > 1 (BALD needs MC-dropout samples of the task model)",
 }
 
 
