@@ -53,9 +53,12 @@ def run_detect(cfg: DictConfig, run_dir: str | Path) -> RunResults:
     if not 0.0 <= float(det.get("positive_share", 0.5)) <= 1.0:
         raise ConfigError(f"task.detector.positive_share must be in [0, 1], got {det.positive_share}")
     artifact_threshold = float(cfg.loop.artifact_threshold)
-    settings = LoopSettings(int(cfg.loop.initial), int(cfg.loop.batch), int(cfg.loop.rounds))
-    budget = settings.initial + settings.batch * settings.rounds
-    settings.check(max(budget, 1))  # signs only, before the detector trains; the pool size is checked below
+    # loop.initial=all: verify every pool proposal once -- the "every pool item" reference of the report.
+    full_pool = str(cfg.loop.initial) == "all"
+    if not full_pool:
+        settings = LoopSettings(int(cfg.loop.initial), int(cfg.loop.batch), int(cfg.loop.rounds))
+        budget = settings.initial + settings.batch * settings.rounds
+        settings.check(max(budget, 1))  # signs only, before the detector trains; the pool size is checked below
 
     pool_sec, test_sec = read_sections(cfg.data)
     cache_dir = cfg.paths.get("cache_dir")
@@ -71,7 +74,9 @@ def run_detect(cfg: DictConfig, run_dir: str | Path) -> RunResults:
                 f" >= task.detector.min_size={min_size} pixels); lower task.detector.threshold or task.detector.min_size,"
                 " or train it longer (task.detector.steps, task.detector.train_patches)"
             )
-    if budget > len(pool):
+    if full_pool:
+        settings = LoopSettings(len(pool), 1, 0)
+    elif budget > len(pool):
         raise ConfigError(
             f"the loop asks for {budget} queries (loop.initial={settings.initial} + loop.rounds={settings.rounds}"
             f" x loop.batch={settings.batch}) but the detector made only {len(pool)} pool proposals; lower them,"
@@ -93,6 +98,7 @@ def run_detect(cfg: DictConfig, run_dir: str | Path) -> RunResults:
         "detector_seconds": probs.seconds,
         "detector_cached": probs.from_cache,
         "detector_key": probs.key,
+        "full_pool": full_pool,
     }
     log.info(
         "proposals: pool %d (%d True) for %d objects, recall %.3f; test %d (%d True) for %d objects, recall %.3f",

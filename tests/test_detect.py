@@ -127,3 +127,15 @@ def test_user_errors_name_the_key_to_change(tmp_path, tiny_overrides):
     with pytest.raises(ConfigError, match=r"loop asks for 40004 queries.*only \d+ pool proposals"):
         run(_compose([*base, "task.detector.threshold=0.01", "loop.rounds=10000"]), tmp_path / "b")
     assert len(list((tmp_path / "cache" / "detectors").glob("*/meta.json"))) == 1
+
+
+def test_full_pool_reference_verifies_every_proposal_once(tmp_path, tiny_overrides):
+    """loop.initial=all on the detect task: one round that answers every pool proposal (the report's reference)."""
+    from dualstream.runner import run
+
+    keep = [o for o in DETECT_TINY if not o.startswith("task.detector.threshold")]
+    cfg = _compose([*tiny_overrides, *keep, "logger=none", "data.sections=0:2", "task.detector.threshold=0.01", "loop.initial=all"])
+    results = run(cfg, tmp_path / "full")
+    assert results.extra["full_pool"] is True
+    assert [r.round for r in results.records] == [0]
+    assert results.records[0].n_queried == results.extra["n_proposals_pool"]

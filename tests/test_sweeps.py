@@ -65,6 +65,6 @@ def test_optuna_sweep_maximises_aulc(tmp_path, tiny_overrides):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert set(best["best_params"]) == {"acquisition.params.beta", "acquisition.params.gate", "acquisition.params.factor", "encoder.typicality_k"}
+    assert set(best["best_params"]) == {"acquisition.params.beta", "acquisition.params.gate", "acquisition.params.factor"}
     assert 0.0 <= best["best_value"] <= 1.0
     assert len(list(Path(sweep).glob("*/results.json"))) == 2
