@@ -78,6 +78,34 @@ ARTIFACTS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = 
 }
 
 
+def corrupt_images(
+    images: np.ndarray, fraction: float, rng: np.random.Generator, kinds: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Corrupt ``round(fraction * N)`` random images of ``(N, H, W)`` float ``images`` in ``[0, 1]``, one defect each (kinds in turn).
+
+    Returns:
+        ``(corrupted copy (N, H, W) float32, kind (N,) object str: "" for clean images)``.
+
+    Raises:
+        ConfigError: fraction outside ``[0, 1)`` or an unknown kind.
+    """
+    kinds = list(kinds or ARTIFACTS)
+    unknown = [k for k in kinds if k not in ARTIFACTS]
+    if unknown:
+        raise ConfigError(f"data.artifact_kinds: unknown {unknown}; choose from {sorted(ARTIFACTS)}")
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigError(f"data.inject_artifacts must be a fraction in [0, 1), got {fraction}")
+    n = len(images)
+    chosen = rng.choice(n, int(round(fraction * n)), replace=False)
+    out = np.array(images, dtype=np.float32, copy=True)
+    kind_of = np.full(n, "", dtype=object)
+    for j, i in enumerate(chosen):
+        kind = kinds[j % len(kinds)]
+        out[i] = np.clip(ARTIFACTS[kind](out[i], rng), 0.0, 1.0)
+        kind_of[i] = kind
+    return out, kind_of
+
+
 def inject_artifacts(
     pool: PatchPool, fraction: float, rng: np.random.Generator, kinds: Sequence[str] | None = None
 ) -> PatchPool:
@@ -90,20 +118,6 @@ def inject_artifacts(
     Raises:
         ConfigError: fraction outside ``[0, 1)`` or an unknown kind.
     """
-    kinds = list(kinds or ARTIFACTS)
-    unknown = [k for k in kinds if k not in ARTIFACTS]
-    if unknown:
-        raise ConfigError(f"data.artifact_kinds: unknown {unknown}; choose from {sorted(ARTIFACTS)}")
-    if not 0.0 <= fraction < 1.0:
-        raise ConfigError(f"data.inject_artifacts must be a fraction in [0, 1), got {fraction}")
-    n = len(pool)
-    chosen = rng.choice(n, int(round(fraction * n)), replace=False)
-    images = pool.images.copy()
-    ignore = pool.ignore_share.copy()
-    kind_of = np.full(n, "", dtype=object)
-    for j, i in enumerate(chosen):
-        kind = kinds[j % len(kinds)]
-        images[i] = np.clip(ARTIFACTS[kind](images[i], rng), 0.0, 1.0)
-        ignore[i] = 1.0
-        kind_of[i] = kind
-    return replace(pool, images=images.astype(np.float32), ignore_share=ignore, meta={**pool.meta, "artifact_kind": kind_of})
+    images, kind_of = corrupt_images(pool.images, fraction, rng, kinds)
+    ignore = np.where(kind_of != "", 1.0, pool.ignore_share).astype(pool.ignore_share.dtype)
+    return replace(pool, images=images, ignore_share=ignore, meta={**pool.meta, "artifact_kind": kind_of})

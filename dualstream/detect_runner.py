@@ -9,16 +9,20 @@ crops instead of patches) and the task model (a verifier instead of the U-Net) c
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from dualstream.artifacts import corrupt_images
 from dualstream.errors import ConfigError, EmptyPoolError
 from dualstream.loop import LoopSettings
 from dualstream.matching import proposal_recall
 from dualstream.oracle import ProposalAnnotator
-from dualstream.proposals import build_proposals, read_sections, run_detector
+from dualstream.proposals import Proposals, build_proposals, read_sections, run_detector
 from dualstream.results import RunResults
 from dualstream.runner import drive_loop
 from dualstream.streams.data_stream import DataStream, fit_data_stream
@@ -82,6 +86,8 @@ def run_detect(cfg: DictConfig, run_dir: str | Path) -> RunResults:
             f" x loop.batch={settings.batch}) but the detector made only {len(pool)} pool proposals; lower them,"
             " or lower task.detector.threshold for more proposals"
         )
+    if cfg.data.get("inject_artifacts"):
+        pool = corrupt_proposals(pool, float(cfg.data.inject_artifacts), np.random.default_rng([int(cfg.seed), 7]), cfg.data.get("artifact_kinds"))
     artifacts = pool.ignore_share >= artifact_threshold
     extra = {
         "pool_size": len(pool),
@@ -118,3 +124,18 @@ def run_detect(cfg: DictConfig, run_dir: str | Path) -> RunResults:
 
     annotator = ProposalAnnotator(pool.truth, pool.ignore_share, artifact_threshold)
     return drive_loop(cfg, run_dir, results, pool.crops, streams, annotator, settings)
+
+
+def corrupt_proposals(pool: Proposals, fraction: float, rng: np.random.Generator, kinds: Sequence[str] | None = None) -> Proposals:
+    """``data.inject_artifacts`` on the detect task: a share of pool proposals lands on an EM defect.
+
+    The image channel of ``round(fraction * N)`` proposal crops is corrupted (the detector's mask
+    channel is kept: the detector fired there) and their ``ignore_share`` set to 1, so the annotator
+    answers "skip". Drawn from the seed alone: every acquisition of a seed sees the same proposals.
+    """
+    images, kind = corrupt_images(pool.crops[:, 0], fraction, rng, kinds)
+    crops = pool.crops.copy()
+    crops[:, 0] = images
+    ignore = np.where(kind != "", 1.0, pool.ignore_share).astype(np.float32)
+    return replace(pool, crops=crops, ignore_share=ignore)
+

@@ -139,3 +139,17 @@ def test_full_pool_reference_verifies_every_proposal_once(tmp_path, tiny_overrid
     assert results.extra["full_pool"] is True
     assert [r.round for r in results.records] == [0]
     assert results.records[0].n_queried == results.extra["n_proposals_pool"]
+
+
+def test_injected_artifacts_land_on_pool_proposals_and_are_skipped(tmp_path, tiny_overrides):
+    """data.inject_artifacts on the detect task: that share of pool proposals is corrupted and answered 'skip'."""
+    from dualstream.runner import run
+
+    base = [*tiny_overrides, *DETECT_TINY, "logger=none", "loop.initial=all"]
+    clean = run(_compose(base), tmp_path / "clean")
+    dirty = run(_compose([*base, "data.inject_artifacts=0.25"]), tmp_path / "dirty")
+    n = dirty.extra["n_proposals_pool"]
+    assert n == clean.extra["n_proposals_pool"] and clean.extra["n_artifacts"] == 0
+    assert dirty.extra["n_artifacts"] == round(0.25 * n) > 0
+    # verifying every proposal once: exactly the corrupted ones are skipped
+    assert dirty.records[0].n_skipped == dirty.extra["n_artifacts"]
