@@ -154,6 +154,10 @@ def summarise(groups: dict[str, Group]) -> dict[str, Any]:
             "aulc_std": float(np.nanstd(aulc)),
             "aulc_per_seed": dict(zip((str(r.seed) for r in g.runs), aulc.tolist())),
             "artifact_waste": float(np.nanmean(skipped[:, -1] / np.maximum(queried[:, -1], 1))),
+            # The same share over the queries the acquisition chose (after the shared random round 0).
+            "acquired_artifact_share": float(
+                np.nanmean((skipped[:, -1] - skipped[:, 0]) / np.maximum(queried[:, -1] - queried[:, 0], 1))
+            ),
             "stream_correlation_mean": float(np.nanmean(g.column("stream_correlation"))),
             "selection_seconds_mean": float(np.nanmean(g.column("selection_seconds"))),
             "seconds_per_round_mean": float(np.nanmean(g.column("seconds"))),
@@ -196,7 +200,8 @@ def render_markdown(summary: dict[str, Any], sweep_dir: Path) -> str:
         f"# dualstream report: {sweep_dir}",
         "",
         f"Task `{first['task']}`, metric `{first['metric']}` (test set), mean ± std over seeds. "
-        "Columns are the budget spent (queries, skips included).",
+        "Columns are the budget spent (queries, skips included); 'budget on artifacts' is the share of queries the"
+        " annotator skipped, over all queries / over those the acquisition chose (after the random initial set).",
         "",
     ]
     if full:
@@ -208,7 +213,7 @@ def render_markdown(summary: dict[str, Any], sweep_dir: Path) -> str:
         ]
     to95 = " 95% budget |" if full else ""
     lines += [
-        "| setting | seeds | " + " | ".join(str(b) for b in budgets) + f" | AULC |{to95} budget on artifacts | stream corr. | selection s/round |",
+        "| setting | seeds | " + " | ".join(str(b) for b in budgets) + f" | AULC |{to95} budget on artifacts: all / acquired | stream corr. | selection s/round |",
         "|---|---|" + "---|" * len(budgets) + "---|" * (5 if full else 4),
     ]
     for name, g in groups.items():
@@ -218,7 +223,7 @@ def render_markdown(summary: dict[str, Any], sweep_dir: Path) -> str:
             f"| {name} | {len(g['seeds'])} | " + " | ".join(cells)
             + f" | {_fmt(g['aulc_mean'], g['aulc_std'])} |"
             + (f" {g['budget_to_95pct_full'] if g.get('budget_to_95pct_full') is not None else 'not reached'} |" if full else "")
-            + f" {100 * g['artifact_waste']:.1f}% |"
+            + f" {100 * g['artifact_waste']:.1f}% / {100 * g['acquired_artifact_share']:.1f}% |"
             f" {g['stream_correlation_mean']:+.2f} | {g['selection_seconds_mean']:.3f} |"
         )
     metric_keys = list(first.get("final_metrics", {}))

@@ -18,7 +18,8 @@ SCORES = {
     ("random", 0): [0.3, 0.5, 0.7],  # (4 + 6) / 20 = 0.5
     ("random", 1): [0.2, 0.3, 0.4],  # (2.5 + 3.5) / 20 = 0.3
 }
-SKIPPED = {("dualstream", 0): [0, 1, 3], ("dualstream", 1): [0, 0, 6]}  # waste 3/30, 6/30 -> 15 %
+SKIPPED = {("dualstream", 0): [0, 1, 3], ("dualstream", 1): [2, 2, 6]}  # waste 3/30, 6/30 -> 15 %
+# acquired after the initial set (round 0): 3/20, 4/20 -> 17.5 %
 CORR = {"dualstream": [None, 0.2, 0.4], "random": [-0.1, -0.1, -0.1]}
 SELECTION_S = {"dualstream": 0.5, "random": 0.01}
 
@@ -100,6 +101,8 @@ def test_summary_numbers(sweep: Path, tmp_path: Path):
     assert rnd["aulc_mean"] == pytest.approx(0.4) and rnd["aulc_std"] == pytest.approx(0.1)
     assert ds["artifact_waste"] == pytest.approx(0.15)
     assert rnd["artifact_waste"] == 0.0
+    assert ds["acquired_artifact_share"] == pytest.approx(0.175)
+    assert rnd["acquired_artifact_share"] == 0.0
     assert ds["stream_correlation_mean"] == pytest.approx(0.3)  # None (NaN) ignored
     assert rnd["stream_correlation_mean"] == pytest.approx(-0.1)
     assert ds["selection_seconds_mean"] == pytest.approx(0.5)
@@ -120,13 +123,13 @@ def test_report_markdown_and_plot(sweep: Path):
     lines = md.splitlines()
     assert lines[0] == f"# dualstream report: {sweep}"
     assert "Task `segment`, metric `iou`" in md
-    assert "| setting | seeds | 10 | 20 | 30 | AULC | budget on artifacts | stream corr. | selection s/round |" in lines
+    assert "| setting | seeds | 10 | 20 | 30 | AULC | budget on artifacts: all / acquired | stream corr. | selection s/round |" in lines
     assert (
-        "| dualstream | 2 | 0.300 ± 0.100 | 0.500 ± 0.100 | 0.700 ± 0.100 | 0.500 ± 0.100 | 15.0% | +0.30 | 0.500 |"
+        "| dualstream | 2 | 0.300 ± 0.100 | 0.500 ± 0.100 | 0.700 ± 0.100 | 0.500 ± 0.100 | 15.0% / 17.5% | +0.30 | 0.500 |"
         in lines
     )
     assert (
-        "| random | 2 | 0.250 ± 0.050 | 0.400 ± 0.100 | 0.550 ± 0.150 | 0.400 ± 0.100 | 0.0% | -0.10 | 0.010 |"
+        "| random | 2 | 0.250 ± 0.050 | 0.400 ± 0.100 | 0.550 ± 0.150 | 0.400 ± 0.100 | 0.0% / 0.0% | -0.10 | 0.010 |"
         in lines
     )
     assert lines.index("## dualstream against each setting (paired by seed)") > lines.index(
