@@ -40,6 +40,13 @@ def test_sweeps_compose_and_name_known_choices(name):
             assert (CONF_DIR / "acquisition" / f"{acq.strip()}.yaml").exists(), acq
 
 
+def test_sweep_settings_win_over_the_experiment_preset():
+    # experiment=mito_epfl sets loop.initial=4; sweep=full_pool must still label the whole pool
+    cfg = _compose("experiment=mito_epfl", "sweep=full_pool")
+    assert str(cfg.loop.initial) == "all" and cfg.acquisition.name == "random"
+    assert cfg.data.downsample == 2  # the experiment's data choice is kept
+
+
 def test_default_launcher_is_parallel_joblib():
     cfg = _compose()
     assert "JoblibLauncher" in cfg.hydra.launcher._target_ and cfg.hydra.launcher.n_jobs == 2
