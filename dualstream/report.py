@@ -121,6 +121,10 @@ def collect(sweep_dir: Path) -> dict[str, Group]:
     return dict(sorted(groups.items(), key=lambda kv: (kv[0] != REFERENCE, kv[0])))
 
 
+def _budget(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:g}"
+
+
 def _fmt(mean: float, std: float, digits: int = 3) -> str:
     if math.isnan(mean):
         return "n/a"
@@ -222,7 +226,7 @@ def render_markdown(summary: dict[str, Any], sweep_dir: Path) -> str:
         lines.append(
             f"| {name} | {len(g['seeds'])} | " + " | ".join(cells)
             + f" | {_fmt(g['aulc_mean'], g['aulc_std'])} |"
-            + (f" {g['budget_to_95pct_full'] if g.get('budget_to_95pct_full') is not None else 'not reached'} |" if full else "")
+            + (f" {_budget(g.get('budget_to_95pct_full'))} |" if full else "")
             + f" {100 * g['artifact_waste']:.1f}% / {100 * g['acquired_artifact_share']:.1f}% |"
             f" {g['stream_correlation_mean']:+.2f} | {g['selection_seconds_mean']:.3f} |"
         )

@@ -225,3 +225,4 @@ def test_full_pool_reference_gives_budget_to_95_percent(tmp_path: Path):
     assert summary["groups"]["random"]["budget_to_95pct_full"] is None
     report = (tmp_path / "report.md").read_text()
     assert "95% budget" in report and "not reached" in report
+    assert "| 8 |" in report and "| 8.0 |" not in report  # a budget is a count of queries
