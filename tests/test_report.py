@@ -223,6 +223,7 @@ def test_full_pool_reference_gives_budget_to_95_percent(tmp_path: Path):
     assert summary["full_pool"]["score_mean"] == pytest.approx(0.8)
     assert summary["groups"]["dualstream"]["budget_to_95pct_full"] == 8
     assert summary["groups"]["random"]["budget_to_95pct_full"] is None
+    assert summary["groups"]["random"]["last_share_of_full"] == pytest.approx(0.7 / 0.8)
     report = (tmp_path / "report.md").read_text()
-    assert "95% budget" in report and "not reached" in report
+    assert "95% budget" in report and "not reached (87% at the last budget)" in report
     assert "| 8 |" in report and "| 8.0 |" not in report  # a budget is a count of queries
