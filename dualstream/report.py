@@ -262,26 +262,42 @@ def render_markdown(summary: dict[str, Any], sweep_dir: Path) -> str:
 
 
 def plot_curves(summary: dict[str, Any], path: Path) -> None:
+    """Learning curves (mean ± std band per setting) beside the AULC of each setting, best on top."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, g in summary["groups"].items():
+    groups = summary["groups"]
+    # More than 10 settings would repeat colours of the default cycle: use a 20-colour map instead.
+    cmap = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
+    colours = {name: cmap(i % cmap.N) for i, name in enumerate(groups)}
+    fig, (ax, bars) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [1.6, 1]})
+    band = 0.15 if len(groups) <= 6 else 0.06
+    for name, g in groups.items():
         x = np.array(g["n_queried"])
         m, s = np.array(g["score_mean"]), np.array(g["score_std"])
-        line = ax.plot(x, m, marker="o", ms=3, lw=2.2 if name == REFERENCE else 1.4, label=f"{name} (n={len(g['seeds'])})")[0]
-        ax.fill_between(x, m - s, m + s, color=line.get_color(), alpha=0.15, lw=0)
+        ax.plot(x, m, marker="o", ms=3, lw=2.4 if name == REFERENCE else 1.2, color=colours[name], label=f"{name} (n={len(g['seeds'])})")
+        ax.fill_between(x, m - s, m + s, color=colours[name], alpha=band, lw=0)
     full = summary.get("full_pool")
     if full:
         ax.axhline(full["score_mean"], color="k", ls="--", lw=1, label="every pool item labelled")
-    first = next(iter(summary["groups"].values()))
+    first = next(iter(groups.values()))
     ax.set_xlabel("annotation budget (queries, skips included)")
     ax.set_ylabel(f"test {first['metric']}")
     ax.set_title(f"learning curves: {first['task']}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=2 if len(groups) > 7 else 1)
+    order = sorted(groups, key=lambda n: groups[n]["aulc_mean"])
+    y = np.arange(len(order))
+    bars.barh(y, [groups[n]["aulc_mean"] for n in order], xerr=[groups[n]["aulc_std"] for n in order],
+              color=[colours[n] for n in order], edgecolor=["k" if n == REFERENCE else "none" for n in order], capsize=2)
+    bars.set_yticks(y, order, fontsize=8)
+    lo = min(groups[n]["aulc_mean"] - groups[n]["aulc_std"] for n in order)
+    hi = max(groups[n]["aulc_mean"] + groups[n]["aulc_std"] for n in order)
+    bars.set_xlim(max(0.0, lo - 0.05 * (hi - lo + 1e-9)), hi + 0.05 * (hi - lo + 1e-9))
+    bars.set_xlabel("area under the learning curve (mean ± std over seeds)")
+    bars.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
