@@ -130,3 +130,13 @@ def test_finetuned_stream_from_cache_and_without_cache(tmp_path):
     cached.update(images[:6], masks[:6], seed=4)
     b = cached.update(images[:4], masks[:4], seed=3)
     assert a == pytest.approx(b) and np.allclose(cached.embedding, emb, atol=1e-5)
+
+
+def test_typicality_k_shares_the_trained_encoder(tmp_path):
+    """k of the density is applied to the cached embedding: another k reuses the encoder, not its typicality."""
+    images, _ = _blobs(20)
+    first = fit_data_stream(images, _cfg("simclr"), CPU, seed=0, cache_dir=tmp_path)
+    other_k = fit_data_stream(images, {**_cfg("simclr"), "typicality_k": 2}, CPU, seed=0, cache_dir=tmp_path)
+    assert other_k.from_cache and other_k.key == first.key
+    assert np.array_equal(other_k.embedding, first.embedding)
+    assert not np.allclose(other_k.typicality, first.typicality)

@@ -49,8 +49,9 @@ FEATURES: dict[str, Callable[[Any, torch.Tensor], torch.Tensor]] = {
 }
 
 #: Keys that only matter after the initial training: left out of the cache key, so frozen and
-#: fine-tuned runs of a seed share one trained encoder (and start from the same embedding).
-FINETUNE_KEYS = frozenset({"finetune", "finetune_steps", "finetune_batch_size", "finetune_lr"})
+#: fine-tuned runs of a seed, and runs with another k of the density, share one trained encoder
+#: (and start from the same embedding; typicality is recomputed from it).
+POST_TRAINING_KEYS = frozenset({"finetune", "finetune_steps", "finetune_batch_size", "finetune_lr", "typicality_k"})
 
 
 @dataclass
@@ -100,7 +101,7 @@ def build_encoder(images: np.ndarray, encoder_cfg: Mapping[str, Any]) -> pl.Ligh
 
 def cache_key(images: np.ndarray, encoder_cfg: Mapping[str, Any], seed: int) -> str:
     h = hashlib.sha1(np.ascontiguousarray(images).tobytes())
-    cfg = {k: v for k, v in dict(encoder_cfg).items() if k not in FINETUNE_KEYS}
+    cfg = {k: v for k, v in dict(encoder_cfg).items() if k not in POST_TRAINING_KEYS}
     h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
     h.update(str(seed).encode())
     return h.hexdigest()[:16]
