@@ -78,6 +78,12 @@ ARTIFACTS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = 
 }
 
 
+def artifact_rng(seed: int) -> np.random.Generator:
+    """The generator of ``data.inject_artifacts`` for a run: from the run's seed alone (not the
+    acquisition), so every acquisition of a seed sees the same corrupted pool, on every task."""
+    return np.random.default_rng([int(seed), 7])
+
+
 def corrupt_images(
     images: np.ndarray, fraction: float, rng: np.random.Generator, kinds: Sequence[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:

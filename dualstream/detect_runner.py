@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dualstream.artifacts import corrupt_images
+from dualstream.artifacts import artifact_rng, corrupt_images
 from dualstream.errors import ConfigError, EmptyPoolError
 from dualstream.loop import LoopSettings
 from dualstream.matching import proposal_recall
@@ -87,7 +87,7 @@ def run_detect(cfg: DictConfig, run_dir: str | Path) -> RunResults:
             " or lower task.detector.threshold for more proposals"
         )
     if cfg.data.get("inject_artifacts"):
-        pool = corrupt_proposals(pool, float(cfg.data.inject_artifacts), np.random.default_rng([int(cfg.seed), 7]), cfg.data.get("artifact_kinds"))
+        pool = corrupt_proposals(pool, float(cfg.data.inject_artifacts), artifact_rng(cfg.seed), cfg.data.get("artifact_kinds"))
     artifacts = pool.ignore_share >= artifact_threshold
     extra = {
         "pool_size": len(pool),
@@ -131,7 +131,7 @@ def corrupt_proposals(pool: Proposals, fraction: float, rng: np.random.Generator
 
     The image channel of ``round(fraction * N)`` proposal crops is corrupted (the detector's mask
     channel is kept: the detector fired there) and their ``ignore_share`` set to 1, so the annotator
-    answers "skip". Drawn from the seed alone: every acquisition of a seed sees the same proposals.
+    answers "skip".
     """
     images, kind = corrupt_images(pool.crops[:, 0], fraction, rng, kinds)
     crops = pool.crops.copy()
