@@ -60,8 +60,8 @@ def run_detect(cfg: DictConfig, run_dir: str | Path) -> RunResults:
     # loop.initial=all: verify every pool proposal once -- the "every pool item" reference of the report.
     full_pool = str(cfg.loop.initial) == "all"
     if not full_pool:
-        settings = LoopSettings(int(cfg.loop.initial), int(cfg.loop.batch), int(cfg.loop.rounds))
-        budget = settings.initial + settings.batch * settings.rounds
+        settings = LoopSettings.from_config(cfg.loop)
+        budget = settings.total
         settings.check(max(budget, 1))  # signs only, before the detector trains; the pool size is checked below
 
     pool_sec, test_sec = read_sections(cfg.data)
@@ -82,8 +82,8 @@ def run_detect(cfg: DictConfig, run_dir: str | Path) -> RunResults:
         settings = LoopSettings(len(pool), 1, 0)
     elif budget > len(pool):
         raise ConfigError(
-            f"the loop asks for {budget} queries (loop.initial={settings.initial} + loop.rounds={settings.rounds}"
-            f" x loop.batch={settings.batch}) but the detector made only {len(pool)} pool proposals; lower them,"
+            f"the loop asks for {budget} queries (loop.schedule, or loop.initial + loop.rounds x loop.batch)"
+            f" but the detector made only {len(pool)} pool proposals; lower them,"
             " or lower task.detector.threshold for more proposals"
         )
     if cfg.data.get("inject_artifacts"):

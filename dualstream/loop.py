@@ -45,23 +45,75 @@ class TaskModel(Protocol):
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """``loop`` config: ``initial`` random queries, then ``rounds`` batches of ``batch`` queries."""
+    """The labelling budget of a run, as cumulative budgets per round.
+
+    Either ``initial`` random queries then ``rounds`` batches of ``batch`` queries (budgets
+    ``initial, initial + batch, ...``), or an explicit ``schedule`` of cumulative budgets
+    (``loop.schedule=[4,8,16,32,64,128]``: the first is the shared random initial set, each later
+    round acquires the difference). A schedule wins over initial/batch/rounds.
+    """
 
     initial: int
     batch: int
     rounds: int
+    schedule: tuple[int, ...] | None = None
+
+    @classmethod
+    def from_config(cls, loop_cfg: Mapping[str, Any]) -> "LoopSettings":
+        """``loop`` config -> settings (``schedule`` null: initial/batch/rounds)."""
+        schedule = loop_cfg.get("schedule")
+        if schedule is not None:
+            try:
+                budgets = tuple(int(b) for b in schedule)
+            except (TypeError, ValueError):
+                raise ConfigError(f"loop.schedule must be a list of integers (cumulative budgets, e.g. [4,8,16,32]), got {schedule!r}") from None
+            return cls(budgets[0] if budgets else 0, 0, max(len(budgets) - 1, 0), budgets)
+        try:
+            return cls(int(loop_cfg["initial"]), int(loop_cfg["batch"]), int(loop_cfg["rounds"]))
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"loop.initial, loop.batch and loop.rounds must be integers, got {loop_cfg.get('initial')!r},"
+                f" {loop_cfg.get('batch')!r}, {loop_cfg.get('rounds')!r}"
+            ) from None
+
+    @property
+    def budgets(self) -> list[int]:
+        """Cumulative budget after each round's queries: ``budgets[0]`` is the initial set."""
+        if self.schedule is not None:
+            return list(self.schedule)
+        return [self.initial + self.batch * r for r in range(self.rounds + 1)]
+
+    def batch_at(self, round_index: int) -> int:
+        """Queries acquired after round ``round_index`` (to reach ``budgets[round_index + 1]``)."""
+        b = self.budgets
+        return b[round_index + 1] - b[round_index]
+
+    @property
+    def n_rounds(self) -> int:
+        """Acquisition rounds (the schedule's length minus the initial set, when a schedule is given)."""
+        return len(self.budgets) - 1
+
+    @property
+    def total(self) -> int:
+        return self.budgets[-1]
 
     def check(self, pool_size: int) -> None:
-        if self.initial < 1 or self.batch < 1 or self.rounds < 0:
+        if self.schedule is not None:
+            b = list(self.schedule)
+            if not b or b[0] < 1 or any(y <= x for x, y in zip(b, b[1:])):
+                raise ConfigError(
+                    f"loop.schedule must be strictly increasing cumulative budgets starting at >= 1 (e.g. [4,8,16,32]), got {b}"
+                )
+        elif self.initial < 1 or self.batch < 1 or self.rounds < 0:
             raise ConfigError(
                 f"loop.initial and loop.batch must be >= 1 and loop.rounds >= 0, got {self.initial}, {self.batch}, {self.rounds}"
             )
-        budget = self.initial + self.batch * self.rounds
-        if budget > pool_size:
-            raise ConfigError(
-                f"the loop asks for {budget} queries (loop.initial={self.initial} + loop.rounds={self.rounds}"
-                f" x loop.batch={self.batch}) but the pool has only {pool_size} patches; lower them or use more data"
+        if self.total > pool_size:
+            asked = (
+                f"loop.schedule ends at {self.total}" if self.schedule is not None
+                else f"the loop asks for {self.total} queries (loop.initial={self.initial} + loop.rounds={self.rounds} x loop.batch={self.batch})"
             )
+            raise ConfigError(f"{asked} but the pool has only {pool_size} items; lower the budget or use more data")
 
 
 def stream_correlation(uncertainty: np.ndarray, typicality: np.ndarray) -> float:
@@ -126,10 +178,10 @@ class ActiveLearningLoop:
         s = self.settings
         n = len(self.images)
         # The initial set depends on the seed only, so strategies are compared on paired curves.
-        self._ask(np.random.default_rng([self.seed, 0]).choice(n, s.initial, replace=False))
+        self._ask(np.random.default_rng([self.seed, 0]).choice(n, s.budgets[0], replace=False))
         rng = np.random.default_rng([self.seed, 1])
         records = []
-        bar = tqdm(range(s.rounds + 1), desc=f"{self.acquisition} seed={self.seed}", disable=not self.progress, leave=True)
+        bar = tqdm(range(s.n_rounds + 1), desc=f"{self.acquisition} seed={self.seed}", disable=not self.progress, leave=True)
         for r in bar:
             start = time.perf_counter()
             if not self.labeled.any():
@@ -158,11 +210,11 @@ class ActiveLearningLoop:
                 train_loss=loss,
                 metrics=dict(self.task.metrics()) if hasattr(self.task, "metrics") else {},
             )
-            if r < s.rounds:
+            if r < s.n_rounds:
                 extras = self.task.pool_extras() if hasattr(self.task, "pool_extras") else {}
                 view = PoolView(self.stream.embedding, self.stream.typicality, uncertainty, self.queried.copy(), extras)
                 t0 = time.perf_counter()
-                selection = acquire(self.acquisition, view, s.batch, rng, **self.params)
+                selection = acquire(self.acquisition, view, s.batch_at(r), rng, **self.params)
                 select_seconds = time.perf_counter() - t0
                 self._ask(selection.indices)
             record.selection_seconds = select_seconds

@@ -47,7 +47,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunResults:
     # loop.initial=all: label the whole pool once -- the "every pool item" reference of the report.
     full_pool = str(cfg.loop.initial) == "all"
     settings = (
-        LoopSettings(len(pool), 1, 0) if full_pool else LoopSettings(int(cfg.loop.initial), int(cfg.loop.batch), int(cfg.loop.rounds))
+        LoopSettings(len(pool), 1, 0) if full_pool else LoopSettings.from_config(cfg.loop)
     )
     settings.check(len(pool))  # fail on a bad budget before the encoder trains
     results = RunResults(

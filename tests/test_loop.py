@@ -29,7 +29,7 @@ class FakeTask:
         return self.u
 
 
-def make_loop(n=40, artifacts=(), acquisition="uncertainty", initial=4, batch=3, rounds=3, seed=0, records=None):
+def make_loop(n=40, artifacts=(), acquisition="uncertainty", initial=4, batch=3, rounds=3, seed=0, records=None, schedule=None):
     rng = np.random.default_rng(0)
     images = rng.random((n, 8, 8), dtype=np.float32)
     labels = (images > 0.5).astype(np.uint8)
@@ -39,7 +39,7 @@ def make_loop(n=40, artifacts=(), acquisition="uncertainty", initial=4, batch=3,
     stream = DataStream(emb, np.linspace(1, 2, n), 0.0, False, "k")
     task = FakeTask(np.arange(n, dtype=float))  # higher index = more uncertain
     loop = ActiveLearningLoop(
-        images, stream, task, SimulatedAnnotator(labels, ignore), acquisition, {}, LoopSettings(initial, batch, rounds), seed,
+        images, stream, task, SimulatedAnnotator(labels, ignore), acquisition, {}, LoopSettings(initial, batch, rounds, schedule), seed,
         on_round=(records.append if records is not None else None), progress=False,
     )
     return loop, task
@@ -82,7 +82,7 @@ def test_initial_set_is_the_same_for_every_strategy():
 
 
 def test_over_budget_is_a_config_error():
-    with pytest.raises(ConfigError, match="only 40 patches"):
+    with pytest.raises(ConfigError, match="only 40 items"):
         make_loop(initial=10, batch=10, rounds=4)
 
 
@@ -97,3 +97,33 @@ def test_stream_correlation():
     assert stream_correlation(x, x**3) == pytest.approx(1.0)
     assert stream_correlation(x, -x) == pytest.approx(-1.0)
     assert np.isnan(stream_correlation(x, np.ones(10)))
+
+
+def test_schedule_gives_cumulative_budgets():
+    loop, task = make_loop(schedule=(2, 4, 8, 16))
+    records = loop.run()
+    assert [r.n_queried for r in records] == [2, 4, 8, 16]
+    assert task.fits == [2, 4, 8, 16]
+
+
+def test_schedule_initial_set_matches_initial_batch_rounds():
+    a, _ = make_loop(initial=4, batch=4, rounds=2)
+    b, _ = make_loop(schedule=(4, 8, 12))
+    assert [r.n_queried for r in a.run()] == [r.n_queried for r in b.run()]
+    assert np.array_equal(a.queried, b.queried)  # same budgets -> the same run
+
+
+@pytest.mark.parametrize("schedule", [(4, 4, 8), (8, 4), (0, 4), ()])
+def test_bad_schedule_is_a_config_error(schedule):
+    with pytest.raises(ConfigError, match="loop.schedule"):
+        LoopSettings(0, 0, 0, schedule).check(100)
+
+
+def test_schedule_from_config():
+    s = LoopSettings.from_config({"initial": 10, "batch": 10, "rounds": 5, "schedule": [4, 8, 16]})
+    assert s.budgets == [4, 8, 16] and s.batch_at(0) == 4 and s.batch_at(1) == 8 and s.total == 16
+    assert LoopSettings.from_config({"initial": 2, "batch": 3, "rounds": 2, "schedule": None}).budgets == [2, 5, 8]
+    with pytest.raises(ConfigError, match="loop.schedule"):
+        LoopSettings.from_config({"schedule": ["a"]})
+    with pytest.raises(ConfigError, match="loop.initial"):
+        LoopSettings.from_config({"initial": "abc", "batch": 1, "rounds": 1})
