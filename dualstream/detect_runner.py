@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dualstream.artifacts import artifact_rng, corrupt_images
+from dualstream.artifacts import corrupt_images, corrupt_proposals_from_config
 from dualstream.errors import ConfigError, EmptyPoolError
 from dualstream.loop import LoopSettings
 from dualstream.matching import proposal_recall
@@ -87,7 +87,7 @@ def run_detect(cfg: DictConfig, run_dir: str | Path) -> RunResults:
             " or lower task.detector.threshold for more proposals"
         )
     if cfg.data.get("inject_artifacts"):
-        pool = corrupt_proposals(pool, float(cfg.data.inject_artifacts), artifact_rng(cfg.seed), cfg.data.get("artifact_kinds"))
+        pool = corrupt_proposals_from_config(pool, cfg.data, int(cfg.seed))
     artifacts = pool.ignore_share >= artifact_threshold
     extra = {
         "pool_size": len(pool),

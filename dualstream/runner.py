@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dualstream.artifacts import artifact_rng, inject_artifacts
+from dualstream.artifacts import inject_from_config
 from dualstream.loop import ActiveLearningLoop, LoopSettings, TaskModel
 from dualstream.oracle import Annotator, SimulatedAnnotator
 from dualstream.patches import build_pools
@@ -38,7 +38,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunResults:
     container = OmegaConf.to_container(cfg, resolve=True)
     pool, test = build_pools(cfg.data)
     if cfg.data.get("inject_artifacts"):
-        pool = inject_artifacts(pool, float(cfg.data.inject_artifacts), artifact_rng(cfg.seed), cfg.data.get("artifact_kinds"))
+        pool = inject_from_config(pool, cfg.data, int(cfg.seed))
     artifacts = pool.is_artifact(cfg.loop.artifact_threshold)
     log.info(
         "pool: %d patches of %dx%d px (%s nm voxels), %d artifacts; test: %d patches",
