@@ -7,6 +7,15 @@ Schema (stable; ``dualstream-report`` reads it)::
                   "stream_correlation", "seconds", ...}, ...]}
 
 ``n_queried`` counts every query including skips (the budget spent); ``score`` is the test metric.
+
+Two summaries of a learning curve, both in score units (a flat curve at 0.6 gives 0.6):
+
+- :func:`area_under_curve` (linear AULC): trapezoid of score over ``n_queried`` divided by the budget
+  range. Every query counts the same, so with budgets that double (8, 16, ..., 256) the last interval
+  alone is half the weight and the early budgets, where active learning matters most, barely count.
+- :func:`log_area_under_curve` (log2 AULC, the report's headline): trapezoid of score over
+  ``log2(n_queried)`` divided by the ``log2`` range, so each doubling of the budget weighs the same.
+  Points with ``n_queried <= 0`` have no place on a log axis and are left out.
 """
 
 from __future__ import annotations
@@ -96,10 +105,31 @@ def load_results(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-def area_under_curve(records: list[RoundRecord] | list[dict[str, Any]]) -> float:
-    """Normalised area under the learning curve (score vs queries), trapezoidal, in score units."""
+def _curve(records: list[RoundRecord] | list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(n,)`` budgets (``n_queried``) and ``(n,)`` scores of a run's records, as floats."""
     xs = np.array([r["n_queried"] if isinstance(r, dict) else r.n_queried for r in records], dtype=float)
     ys = np.array([r["score"] if isinstance(r, dict) else r.score for r in records], dtype=float)
+    return xs, ys
+
+
+def _normalised_area(xs: np.ndarray, ys: np.ndarray) -> float:
+    """Trapezoid area of ``ys`` over ``xs`` divided by the x range; one point (or no range): the mean score."""
     if len(xs) < 2 or xs[-1] == xs[0]:
         return float(ys.mean()) if len(ys) else float("nan")
     return float(np.trapezoid(ys, xs) / (xs[-1] - xs[0]))
+
+
+def area_under_curve(records: list[RoundRecord] | list[dict[str, Any]]) -> float:
+    """Linear AULC: normalised area under score vs ``n_queried``, trapezoidal, in score units."""
+    return _normalised_area(*_curve(records))
+
+
+def log_area_under_curve(records: list[RoundRecord] | list[dict[str, Any]]) -> float:
+    """Log2 AULC: normalised area under score vs ``log2(n_queried)``, trapezoidal, in score units.
+
+    Each doubling of the budget gets equal weight. Records with ``n_queried <= 0`` are left out; with
+    one point left the result is its score, with none it is NaN.
+    """
+    xs, ys = _curve(records)
+    keep = xs > 0
+    return _normalised_area(np.log2(xs[keep]), ys[keep])
