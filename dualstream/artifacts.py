@@ -132,27 +132,40 @@ ARTIFACTS: dict[str, Defect] = {
 }
 
 
-# Mild versions: every parameter inside the encoder's augmentation ranges (see the module docstring).
+# Mild versions: every parameter inside the encoder's augmentation ranges (see the module docstring);
+# tests/test_artifacts.py checks these against conf/encoder/simclr.yaml.
+MILD_RANGES: dict[str, tuple[float, float]] = {
+    "contrast": (0.75, 0.85),  # factor about the tile mean (augment: 1 +- 0.25)
+    "brightness": (-0.1, 0.1),  # additive shift (augment: +- 0.1)
+    "brighten": (0.05, 0.1),  # additive shift of over-exposure (augment: +- 0.1)
+    "gamma": (0.75, 0.85),  # exponent (augment: exp(+-0.3) = [0.74, 1.35])
+    "noise_sd": (0.04, 0.05),  # Gaussian noise SD (augment: <= 0.05)
+    "blur_sigma": (1.0, 1.5),  # px (augment: <= 1.5)
+    "crease_darkening": (0.75, 0.85),  # intensity factor in a thin fold band (augment contrast: >= 0.75)
+    "stripe_amplitude": (0.05, 0.1),  # relative (brightness-sized)
+    "halo_amplitude": (0.05, 0.1),  # additive (augment: brightness <= 0.1)
+    "foreign_zoom": (1.5, 2.0),  # magnification (augment: crop side >= min_scale 0.5, i.e. zoom <= 2)
+}
 def mild_missing(x: np.ndarray, rng: np.random.Generator, noise: np.random.Generator | None = None) -> np.ndarray:
     """Faded section (partial charge-up / thin section): contrast x[0.75, 0.85] about the mean, brightness +-0.1."""
     mean = x.mean()
-    return (x - mean) * rng.uniform(0.75, 0.85) + mean + rng.uniform(-0.1, 0.1)
+    return (x - mean) * rng.uniform(*MILD_RANGES["contrast"]) + mean + rng.uniform(*MILD_RANGES["brightness"])
 
 
 def mild_saturation(x: np.ndarray, rng: np.random.Generator, noise: np.random.Generator | None = None) -> np.ndarray:
     """Slight over-exposure: brightness +[0.05, 0.1], then gamma exponent [0.75, 0.85] (brightens)."""
-    return np.clip(x + rng.uniform(0.05, 0.1), 0.0, 1.0) ** rng.uniform(0.75, 0.85)
+    return np.clip(x + rng.uniform(*MILD_RANGES["brighten"]), 0.0, 1.0) ** rng.uniform(*MILD_RANGES["gamma"])
 
 
 def mild_noise(x: np.ndarray, rng: np.random.Generator, noise: np.random.Generator | None = None) -> np.ndarray:
     """Slightly low dose: Gaussian noise SD [0.04, 0.05]."""
-    sd = rng.uniform(0.04, 0.05)
+    sd = rng.uniform(*MILD_RANGES["noise_sd"])
     return x + _or(noise, rng).normal(0, sd, x.shape)
 
 
 def mild_blur(x: np.ndarray, rng: np.random.Generator, noise: np.random.Generator | None = None) -> np.ndarray:
     """Slight defocus: Gaussian blur sigma [1.0, 1.5] px."""
-    return gaussian_filter(x, sigma=rng.uniform(1.0, 1.5))
+    return gaussian_filter(x, sigma=rng.uniform(*MILD_RANGES["blur_sigma"]))
 
 
 def mild_fold(x: np.ndarray, rng: np.random.Generator, noise: np.random.Generator | None = None) -> np.ndarray:
@@ -160,18 +173,18 @@ def mild_fold(x: np.ndarray, rng: np.random.Generator, noise: np.random.Generato
     p = x.shape[0]
     dist = _line_distance(p, rng, 0.25)
     width = rng.uniform(0.03, 0.08) * p
-    return np.where(np.abs(dist) < width / 2, x * rng.uniform(0.75, 0.85), x)
+    return np.where(np.abs(dist) < width / 2, x * rng.uniform(*MILD_RANGES["crease_darkening"]), x)
 
 
 def mild_stripe(x: np.ndarray, rng: np.random.Generator, noise: np.random.Generator | None = None) -> np.ndarray:
     """Faint knife chatter: periodic stripes of +-[5, 10]% intensity."""
-    amplitude = rng.uniform(0.05, 0.1)
+    amplitude = rng.uniform(*MILD_RANGES["stripe_amplitude"])
     return x * (1 + amplitude * _stripes(x.shape[0], rng))
 
 
 def mild_charging(x: np.ndarray, rng: np.random.Generator, noise: np.random.Generator | None = None) -> np.ndarray:
     """Faint charging: a smooth halo adding at most [0.05, 0.1] brightness."""
-    amplitude = rng.uniform(0.05, 0.1)
+    amplitude = rng.uniform(*MILD_RANGES["halo_amplitude"])
     return x + amplitude * _halo(x.shape[0], rng)
 
 
@@ -188,7 +201,7 @@ MILD: dict[str, Defect] = {
 KINDS: tuple[str, ...] = (*ARTIFACTS, "foreign")
 LAYOUTS = ("scattered", "sections", "clustered")
 STRENGTHS = ("strong", "mild")
-FOREIGN_ZOOM = {"strong": (2.0, 3.0), "mild": (1.5, 2.0)}  # magnification of a foreign tile
+FOREIGN_ZOOM = {"strong": (2.0, 3.0), "mild": MILD_RANGES["foreign_zoom"]}  # magnification of a foreign tile
 CLUSTER_TILES = (4, 9)  # tiles of one ``clustered`` block, drawn uniformly (inclusive)
 
 
