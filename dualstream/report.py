@@ -3,14 +3,46 @@
 Writes, into ``SWEEP_DIR`` (or ``--out``):
 
 - ``report.md``: per setting (acquisition plus any other override that varies), the score at each
-  budget as mean +- std over seeds, the area under the learning curve (AULC), the share of the budget
-  spent on artifacts, the stream correlation and the selection time; then paired per-seed AULC
-  differences against ``dualstream`` when it is present.
-- ``learning_curves.png``: score vs queries, mean line and +-1 std band per setting.
-- ``summary.json``: the same numbers, machine readable.
+  budget as mean ± sample SD over seeds, the area under the learning curve (log2 AULC, the headline,
+  and linear AULC beside it), the share of the budget spent on artifacts, the stream correlation and
+  the selection time; then every setting paired by seed against a reference setting.
+- ``learning_curves.png``: score vs queries on a log2 axis (mean line, ±1 SD band) beside a bar per
+  setting of its log2 AULC with a 95% confidence interval.
+- ``summary.json``: the same numbers, strict JSON (undefined values are ``null``, never ``NaN``).
 
 Runs are grouped by their Hydra overrides minus ``seed`` (read from ``.hydra/overrides.yaml`` beside
 each ``results.json``); without them, by acquisition name.
+
+Statistics
+----------
+- **Spread.** Every ± is the sample standard deviation over seeds (``ddof=1``); with one seed it is
+  undefined and shown as ``n/a``. The bars of the plot are Student-t 95% intervals of the mean AULC.
+- **AULC.** Log2 AULC weighs each doubling of the budget equally, linear AULC each query equally
+  (see :mod:`dualstream.results`). Both are computed from the records here, only over runs that reached
+  the group's last round; a budget column uses every seed that reached that budget (its ``n`` is shown
+  when some did not).
+- **What is paired.** Two settings run with the same seed share the initial random set, the model
+  initialisation and the split, so the report compares them within a seed: ``Δ = value(setting) −
+  value(reference)`` for every seed both ran (``--reference``, default ``random``, naming a setting or
+  the acquisition of exactly one setting; when it is missing, ``dualstream``, and the report says so). This is done for both AULCs and for the score at each budget, where
+  budgets are matched by their ``n_queried`` value, not by round index.
+- **Interval.** The 95% CI of the mean Δ is a percentile bootstrap (10 000 resamples of the seeds'
+  Δ with replacement, generator seeded with 0, so reports are reproducible). With fewer than about
+  10 seeds it is too narrow; read it together with the test.
+- **Test.** Two-sided Wilcoxon signed-rank test on the Δ (``scipy.stats.wilcoxon``): it asks whether
+  the Δ are symmetric around 0 without assuming they are normal. Zero differences are dropped (all
+  zero: p = 1); with one seed there is no test (p is ``null``, "untested"). With 5 or fewer non-zero
+  differences it cannot reach p < 0.05 (the smallest exact two-sided p is ``2 / 2**n``).
+- **Significant** means p < 0.05 for that one comparison. It is *uncorrected for multiple
+  comparisons*: with k settings against the reference (and again per budget) about one true null in
+  20 is flagged by chance; apply Bonferroni (p < 0.05 / k) or similar before claiming a winner.
+- **Seeds needed.** For each comparison, the seeds a paired test would need to resolve a 0.02 AULC
+  difference at the measured SD of Δ (normal approximation, two-sided 0.05, power 0.8; see
+  :func:`dualstream.stats.seeds_needed`).
+
+Damaged input is reported, not hidden: a results file that is not a JSON object with numeric records
+is skipped with a warning; runs of one setting with different lengths (a killed sweep) and a seed
+found twice in one setting are warned about on stderr and in ``report.md``.
 """
 
 from __future__ import annotations
@@ -19,21 +51,31 @@ import argparse
 import json
 import math
 import sys
-from collections import defaultdict
 from dataclasses import dataclass, field
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dualstream.results import RESULTS_FILE, area_under_curve
+from dualstream.results import RESULTS_FILE, area_under_curve, log_area_under_curve
+from dualstream.stats import ALPHA, mean_ci, paired_difference, seeds_needed
 
-REFERENCE = "dualstream"
+HIGHLIGHT = "dualstream"  # the project's method: listed first, drawn thicker
+DEFAULT_REFERENCE = "random"
+FALLBACK_REFERENCE = "dualstream"
 STANDARD_KEYS = {
     "round", "n_labeled", "n_queried", "n_skipped", "score", "stream_correlation", "seconds", "selection_seconds", "train_loss",
 }
 FULL_POOL = "full pool"  # runs with loop.initial=all: the score of training on every pool item
 TARGET_SHARE = 0.95
+EFFECT = 0.02  # the AULC difference the "seeds needed" column is sized for
+N_BOOT = 10000
+CI = 0.95
+BOOT_SEED = 0
+SIGNIFICANT = "✱ significant at 0.05"
+NOT_SIGNIFICANT = "not significant"
+UNTESTED = "untested (n < 2)"
 
 
 @dataclass
@@ -47,78 +89,359 @@ class Run:
     def records(self) -> list[dict[str, Any]]:
         return self.data["records"]
 
+    def by_budget(self, key: str) -> dict[float, float]:
+        """``n_queried -> value of key`` over the run's records (a missing or null value is NaN)."""
+        return {float(rec["n_queried"]): _num(rec.get(key)) for rec in self.records}
+
 
 @dataclass
 class Group:
-    """All seeds of one setting, curves aligned by round."""
+    """All seeds of one setting; curves are aligned by budget (``n_queried``), not by round."""
 
     name: str
     runs: list[Run] = field(default_factory=list)
 
-    def column(self, key: str) -> np.ndarray:
-        """``(seeds, rounds)`` float array of a record field; rounds cut to the shortest run."""
-        n = min(len(r.records) for r in self.runs)
-        return np.array([[_num(rec.get(key)) for rec in r.records[:n]] for r in self.runs], dtype=float)
+    @property
+    def length(self) -> int:
+        """Rounds of the longest run: a run with fewer did not finish."""
+        return max(len(r.records) for r in self.runs)
 
-    def aulc(self) -> np.ndarray:
-        """``(seeds,)`` normalised area under score-vs-queries."""
-        n = min(len(r.records) for r in self.runs)
-        return np.array([area_under_curve(r.records[:n]) for r in self.runs])
+    @property
+    def complete(self) -> list[Run]:
+        return [r for r in self.runs if len(r.records) == self.length]
+
+    @property
+    def incomplete(self) -> list[Run]:
+        return [r for r in self.runs if len(r.records) < self.length]
+
+    def budgets(self) -> list[float]:
+        """Sorted union of the budgets any run reached."""
+        return sorted({float(rec["n_queried"]) for r in self.runs for rec in r.records})
+
+    def at_budget(self, key: str, budget: float) -> dict[int, float]:
+        """``seed -> value of key`` at ``budget`` for the runs that reached it."""
+        found = {r.seed: r.by_budget(key) for r in self.runs}
+        return {seed: values[budget] for seed, values in found.items() if budget in values}
+
+    def values(self, key: str) -> np.ndarray:
+        """Every record's value of ``key`` over all runs, flattened, as floats (NaN where missing)."""
+        return np.array([_num(rec.get(key)) for r in self.runs for rec in r.records], dtype=float)
+
+    def aulc(self, log: bool = True) -> dict[int, float]:
+        """``seed -> AULC`` (log2 or linear) of the complete runs."""
+        fn = log_area_under_curve if log else area_under_curve
+        return {r.seed: fn(r.records) for r in self.complete}
 
 
 def _num(value: Any) -> float:
     return float("nan") if value is None else float(value)
 
 
-def _overrides(results_path: Path) -> dict[str, str]:
+def _is_number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _warn(warnings: list[str] | None, message: str) -> None:
+    """A one-line warning on stderr, kept for ``report.md`` too."""
+    print(f"dualstream-report: warning: {message}", file=sys.stderr)
+    if warnings is not None:
+        warnings.append(message)
+
+
+def _problem(data: Any) -> str | None:
+    """What makes a parsed ``results.json`` unusable, in a few words; ``None`` when it is usable."""
+    if not isinstance(data, dict):
+        return f"top level is a JSON {type(data).__name__}, expected an object with 'records'"
+    records = data.get("records")
+    if not isinstance(records, list):
+        return "no 'records' list"
+    if not records:
+        return "no records (the run finished no round)"
+    seed = data.get("seed", 0)
+    if not _is_number(seed) or not float(seed).is_integer():
+        return f"seed is {seed!r}, not an integer"
+    last = -math.inf
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            return f"record {i} is a JSON {type(rec).__name__}, not an object"
+        for key in ("n_queried", "score"):
+            if key not in rec:
+                return f"record {i} has no '{key}'"
+            if not _is_number(rec[key]) or not math.isfinite(rec[key]):
+                return f"record {i} has {key}={rec[key]!r}, not a finite number"
+        for key, value in rec.items():
+            if value is not None and not _is_number(value):
+                return f"record {i} has {key}={value!r}, not a number"
+        if rec["n_queried"] < last:
+            return f"n_queried goes down at record {i} ({last:g} -> {rec['n_queried']:g})"
+        last = rec["n_queried"]
+    return None
+
+
+def _overrides(results_path: Path, warnings: list[str] | None = None) -> dict[str, str]:
     """``key -> value`` of the run's Hydra overrides, from ``.hydra/overrides.yaml`` beside the results."""
     path = results_path.parent / ".hydra" / "overrides.yaml"
     if not path.exists():
         return {}
     import yaml
 
-    items = yaml.safe_load(path.read_text()) or []
-    return dict(item.lstrip("+~").split("=", 1) for item in items if "=" in item)
+    try:
+        items = yaml.safe_load(path.read_text()) or []
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
+        _warn(warnings, f"{path}: unreadable ({type(err).__name__}); grouping that run by acquisition only")
+        return {}
+    if not isinstance(items, list):
+        _warn(warnings, f"{path}: not a list of overrides; grouping that run by acquisition only")
+        return {}
+    return dict(str(item).lstrip("+~").split("=", 1) for item in items if "=" in str(item))
 
 
 IGNORED_KEYS = ("seed", "acquisition", "progress", "logger", "trainer.cpu_threads")
 
 
-def collect(sweep_dir: Path) -> dict[str, Group]:
+def _keep_one(group: Group, warnings: list[str] | None) -> None:
+    """Keep one run per seed: the most complete, then the most recently written, then the later path."""
+    by_seed: dict[int, list[Run]] = {}
+    for run in group.runs:
+        by_seed.setdefault(run.seed, []).append(run)
+    kept = []
+    for seed, runs in by_seed.items():
+        best = max(runs, key=lambda r: (len(r.records), r.path.stat().st_mtime, str(r.path)))
+        kept.append(best)
+        if len(runs) > 1:
+            others = ", ".join(str(r.path.parent) for r in runs if r is not best)
+            _warn(warnings, f"setting {group.name!r}: seed {seed} appears more than once ({best.path.parent} and {others});"
+                  f" keeping {best.path.parent} (most rounds, then newest) and counting the seed once")
+    group.runs = sorted(kept, key=lambda r: r.seed)
+
+
+def collect(sweep_dir: Path, warnings: list[str] | None = None) -> dict[str, Group]:
     """Read every ``results.json`` under ``sweep_dir``, grouped by setting.
 
     A setting is the acquisition plus every override whose value differs between the runs found
     (seed excluded), so a sweep over ``acquisition x beta x seed`` gives one group per
-    ``(acquisition, beta)``.
+    ``(acquisition, beta)``. Unusable files are skipped and a seed found twice in a setting is kept
+    once, each with a warning on stderr, also appended to ``warnings`` when given.
 
     Raises:
-        FileNotFoundError: the directory is missing or holds no results.
+        FileNotFoundError: the directory is missing or holds no usable results.
     """
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir}: no such directory")
     found = []
+    skipped = 0
     for path in sorted(sweep_dir.rglob(RESULTS_FILE)):
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            print(f"dualstream-report: skipping {path}: not valid JSON ({err})", file=sys.stderr)
+            _warn(warnings, f"skipping {path}: not valid JSON ({err})")
+            skipped += 1
             continue
-        if data.get("records"):
-            found.append((path, data, _overrides(path)))
+        except (OSError, UnicodeDecodeError) as err:
+            _warn(warnings, f"skipping {path}: cannot read it ({type(err).__name__}: {err})")
+            skipped += 1
+            continue
+        problem = _problem(data)
+        if problem:
+            _warn(warnings, f"skipping {path}: {problem}")
+            skipped += 1
+            continue
+        found.append((path, data, _overrides(path, warnings)))
     if not found:
-        raise FileNotFoundError(f"{sweep_dir}: no {RESULTS_FILE} with records found below it")
+        detail = f" ({skipped} skipped, see the warnings above)" if skipped else ""
+        raise FileNotFoundError(f"{sweep_dir}: no usable {RESULTS_FILE} with records found below it{detail}")
     references = [(p, d) for p, d, _ in found if d.get("full_pool")]
     found = [item for item in found if not item[1].get("full_pool")]
+    if not found:
+        raise FileNotFoundError(f"{sweep_dir}: only full-pool runs (loop.initial=all) below it; no learning curve to report")
     keys = {k for _, _, o in found for k in o if not (k in IGNORED_KEYS or k.startswith(("hydra.", "paths.")))}
     varying = sorted(k for k in keys if len({o.get(k) for _, _, o in found}) > 1)
     groups: dict[str, Group] = {}
     for path, data, overrides in found:
         extra = [f"{k}={overrides[k]}" for k in varying if k in overrides]
-        name = data.get("acquisition", "?") + (f" [{', '.join(extra)}]" if extra else "")
+        name = str(data.get("acquisition", "?")) + (f" [{', '.join(extra)}]" if extra else "")
         groups.setdefault(name, Group(name)).runs.append(Run(path, name, int(data.get("seed", 0)), data))
     for path, data in references:
         groups.setdefault(FULL_POOL, Group(FULL_POOL)).runs.append(Run(path, FULL_POOL, int(data.get("seed", 0)), data))
-    return dict(sorted(groups.items(), key=lambda kv: (kv[0] != REFERENCE, kv[0])))
+    for group in groups.values():
+        _keep_one(group, warnings)
+        if group.incomplete:
+            lengths = sorted({len(r.records) for r in group.runs})
+            dirs = ", ".join(f"{r.path.parent} ({len(r.records)})" for r in group.incomplete)
+            _warn(warnings, f"setting {group.name!r}: runs differ in length ({lengths} rounds); incomplete: {dirs}."
+                  f" Each budget uses the seeds that reached it; AULC only the {len(group.complete)} complete run(s)")
+    return dict(sorted(groups.items(), key=lambda kv: (kv[0] != HIGHLIGHT, kv[0])))
+
+
+# --- numbers ------------------------------------------------------------------------------------
+
+
+def _mean(values: Any) -> float:
+    """Mean of the finite values; NaN when there are none (without numpy's empty-slice warning)."""
+    x = np.asarray(values, dtype=float).ravel()
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else float("nan")
+
+
+def _sd(values: Any) -> float | None:
+    """Sample SD (``ddof=1``) of the finite values; ``None`` with fewer than two."""
+    x = np.asarray(values, dtype=float).ravel()
+    x = x[np.isfinite(x)]
+    return float(x.std(ddof=1)) if x.size >= 2 else None
+
+
+def _budget_value(b: float) -> int | float:
+    return int(b) if float(b).is_integer() else float(b)
+
+
+def _budget_key(b: float) -> str:
+    return f"{b:g}"
+
+
+def _resolve_reference(groups: dict[str, Group], requested: str) -> tuple[str | None, str | None]:
+    """The group to pair against and a note when it is not the one asked for.
+
+    A name matches a group's name exactly or, failing that, the acquisition of exactly one group.
+    """
+    def find(name: str) -> str | None:
+        if name in groups and name != FULL_POOL:
+            return name
+        hits = [n for n, g in groups.items() if n != FULL_POOL and g.runs[0].data.get("acquisition") == name]
+        return hits[0] if len(hits) == 1 else None
+
+    found = find(requested)
+    if found:
+        return found, None
+    if requested != FALLBACK_REFERENCE:
+        fallback = find(FALLBACK_REFERENCE)
+        if fallback:
+            return fallback, f"reference {requested!r} is not among the settings; pairing against {fallback!r} instead"
+    return None, f"reference {requested!r} is not among the settings (nor {FALLBACK_REFERENCE!r}); no paired comparison"
+
+
+def _compare(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
+    """Paired difference of ``a - b`` over the seeds both have (plus ``seeds`` and ``seeds_needed``)."""
+    seeds = sorted(set(a) & set(b))
+    seeds = [s for s in seeds if math.isfinite(a[s]) and math.isfinite(b[s])]
+    out = paired_difference([a[s] for s in seeds], [b[s] for s in seeds], rng=BOOT_SEED, n_boot=N_BOOT, ci=CI)
+    out["seeds"] = seeds
+    out["seeds_needed"] = seeds_needed(out["sd_diff"], effect=EFFECT)
+    return out
+
+
+def summarise(
+    groups: dict[str, Group], reference: str = DEFAULT_REFERENCE, warnings: list[str] | None = None
+) -> dict[str, Any]:
+    """Numbers behind the report: per group curves and AULCs, waste, correlation, paired comparisons."""
+    out: dict[str, Any] = {"groups": {}}
+    full = groups.get(FULL_POOL)
+    if full is not None:
+        scores = [r.records[-1]["score"] for r in full.runs]
+        out["full_pool"] = {"score_mean": _mean(scores), "score_std": _sd(scores), "seeds": sorted(r.seed for r in full.runs)}
+    for name, g in groups.items():
+        if name == FULL_POOL:
+            continue
+        budgets = g.budgets()
+        per_budget = [g.at_budget("score", b) for b in budgets]
+        aulc_log, aulc_lin = g.aulc(log=True), g.aulc(log=False)
+        ci_log = mean_ci(list(aulc_log.values()), CI)
+        first = g.runs[0].data
+        complete = g.complete
+        q_first = np.array([_num(r.records[0].get("n_queried")) for r in complete])
+        q_last = np.array([_num(r.records[-1].get("n_queried")) for r in complete])
+        s_first = np.array([_num(r.records[0].get("n_skipped")) for r in complete])
+        s_last = np.array([_num(r.records[-1].get("n_skipped")) for r in complete])
+        info: dict[str, Any] = {
+            "acquisition": first.get("acquisition"),
+            "task": first.get("task"),
+            "metric": first.get("metric"),
+            "seeds": sorted(r.seed for r in g.runs),
+            "complete_seeds": sorted(r.seed for r in complete),
+            "incomplete_runs": [str(r.path.parent) for r in g.incomplete],
+            "n_queried": [_budget_value(b) for b in budgets],
+            "score_mean": [_mean(list(v.values())) for v in per_budget],
+            "score_std": [_sd(list(v.values())) for v in per_budget],
+            "score_n": [len(v) for v in per_budget],
+            "aulc_log2_mean": _mean(list(aulc_log.values())),
+            "aulc_log2_std": _sd(list(aulc_log.values())),
+            "aulc_log2_ci95": list(ci_log) if ci_log else None,
+            "aulc_log2_per_seed": {str(s): v for s, v in aulc_log.items()},
+            "aulc_mean": _mean(list(aulc_lin.values())),
+            "aulc_std": _sd(list(aulc_lin.values())),
+            "aulc_per_seed": {str(s): v for s, v in aulc_lin.items()},
+            "artifact_waste": _mean(s_last / np.maximum(q_last, 1)),
+            # The same share over the queries the acquisition chose (after the shared random round 0).
+            "acquired_artifact_share": _mean((s_last - s_first) / np.maximum(q_last - q_first, 1)),
+            "stream_correlation_mean": _mean(g.values("stream_correlation")),
+            "selection_seconds_mean": _mean(g.values("selection_seconds")),
+            "seconds_per_round_mean": _mean(g.values("seconds")),
+        }
+        # Task-specific record keys (detect: precision, recall, f1, centroid distance) at the last budget.
+        extra_keys = [k for k in g.runs[0].records[0] if k not in STANDARD_KEYS]
+        last = {k: list(g.at_budget(k, budgets[-1]).values()) for k in extra_keys}
+        info["final_metrics"] = {k: {"mean": _mean(v), "std": _sd(v), "n": len(v)} for k, v in last.items()}
+        if "full_pool" in out and math.isfinite(out["full_pool"]["score_mean"]):
+            target = TARGET_SHARE * out["full_pool"]["score_mean"]
+            reached = [b for b, m in zip(info["n_queried"], info["score_mean"]) if m >= target]
+            info["budget_to_95pct_full"] = reached[0] if reached else None
+            info["last_share_of_full"] = info["score_mean"][-1] / out["full_pool"]["score_mean"]
+        out["groups"][name] = info
+
+    ref, note = _resolve_reference(groups, reference)
+    out["reference"] = {"requested": reference, "used": ref, "note": note}
+    paired: dict[str, Any] = {}
+    if ref is not None:
+        rg = groups[ref]
+        for name, g in groups.items():
+            if name in (ref, FULL_POOL):
+                continue
+            blocks = {
+                "reference": ref,
+                "seeds": sorted({r.seed for r in g.runs} & {r.seed for r in rg.runs}),
+                "aulc_log2": _compare(g.aulc(log=True), rg.aulc(log=True)),
+                "aulc": _compare(g.aulc(log=False), rg.aulc(log=False)),
+                "per_budget": {},
+            }
+            shared = sorted(set(g.budgets()) & set(rg.budgets()))
+            for b in shared:
+                blocks["per_budget"][_budget_key(b)] = _compare(g.at_budget("score", b), rg.at_budget("score", b))
+            paired[name] = blocks
+    out["paired"] = paired
+    out["statistics"] = {
+        "spread": "sample standard deviation over seeds (ddof=1); null with one seed",
+        "group_ci": f"Student-t {CI:.0%} interval of the mean log2 AULC",
+        "paired_difference": "setting minus reference, per seed both ran",
+        "ci": CI,
+        "bootstrap": f"percentile, {N_BOOT} resamples of the seeds, generator seed {BOOT_SEED}",
+        "test": "two-sided Wilcoxon signed-rank (scipy.stats.wilcoxon)",
+        "alpha": ALPHA,
+        "multiple_comparisons": "uncorrected",
+        "seeds_needed": f"normal approximation, paired two-sided alpha {ALPHA}, power 0.8, effect {EFFECT}",
+        "effect": EFFECT,
+    }
+    out["warnings"] = list(warnings or [])
+    return out
+
+
+def _strict(value: Any) -> Any:
+    """``value`` with NaN and infinities turned into ``None`` and numpy scalars into Python ones."""
+    if isinstance(value, dict):
+        return {str(k): _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def to_json(summary: dict[str, Any]) -> str:
+    """Strict JSON text of a summary: ``null`` where a number is undefined, never ``NaN``/``Infinity``."""
+    return json.dumps(_strict(summary), indent=2, allow_nan=False, ensure_ascii=False)
+
+
+# --- markdown -----------------------------------------------------------------------------------
 
 
 def _budget(value: float | None, last_share: float | None) -> str:
@@ -128,88 +451,53 @@ def _budget(value: float | None, last_share: float | None) -> str:
     return "not reached" + (f" ({last_share:.0%} at the last budget)" if last_share is not None else "")
 
 
-def _fmt(mean: float, std: float, digits: int = 3) -> str:
-    if math.isnan(mean):
+def _fmt(mean: float | None, std: float | None, digits: int = 3) -> str:
+    if mean is None or math.isnan(mean):
         return "n/a"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"{mean:.{digits}f} ± " + ("n/a" if std is None else f"{std:.{digits}f}")
 
 
-def summarise(groups: dict[str, Group]) -> dict[str, Any]:
-    """Numbers behind the report: per group curves (mean/std per round), AULC, waste, correlation."""
-    out: dict[str, Any] = {"groups": {}}
-    full = groups.get(FULL_POOL)
-    if full is not None:
-        scores = full.column("score")[:, -1]
-        out["full_pool"] = {"score_mean": float(np.nanmean(scores)), "score_std": float(np.nanstd(scores)), "seeds": sorted(r.seed for r in full.runs)}
-    for name, g in groups.items():
-        if name == FULL_POOL:
-            continue
-        score = g.column("score")
-        queried = g.column("n_queried")
-        skipped = g.column("n_skipped")
-        aulc = g.aulc()
-        first = g.runs[0].data
-        out["groups"][name] = {
-            "acquisition": first.get("acquisition"),
-            "task": first.get("task"),
-            "metric": first.get("metric"),
-            "seeds": sorted(r.seed for r in g.runs),
-            "n_queried": np.nanmean(queried, axis=0).tolist(),
-            "score_mean": np.nanmean(score, axis=0).tolist(),
-            "score_std": np.nanstd(score, axis=0).tolist(),
-            "aulc_mean": float(np.nanmean(aulc)),
-            "aulc_std": float(np.nanstd(aulc)),
-            "aulc_per_seed": dict(zip((str(r.seed) for r in g.runs), aulc.tolist())),
-            "artifact_waste": float(np.nanmean(skipped[:, -1] / np.maximum(queried[:, -1], 1))),
-            # The same share over the queries the acquisition chose (after the shared random round 0).
-            "acquired_artifact_share": float(
-                np.nanmean((skipped[:, -1] - skipped[:, 0]) / np.maximum(queried[:, -1] - queried[:, 0], 1))
-            ),
-            "stream_correlation_mean": float(np.nanmean(g.column("stream_correlation"))),
-            "selection_seconds_mean": float(np.nanmean(g.column("selection_seconds"))),
-            "seconds_per_round_mean": float(np.nanmean(g.column("seconds"))),
-        }
-        # Task-specific record keys (detect: precision, recall, f1, centroid distance) at the last budget.
-        extra_keys = [k for k in g.runs[0].records[0] if k not in STANDARD_KEYS]
-        out["groups"][name]["final_metrics"] = {
-            k: {"mean": float(np.nanmean(g.column(k)[:, -1])), "std": float(np.nanstd(g.column(k)[:, -1]))} for k in extra_keys
-        }
-        if "full_pool" in out:
-            target = TARGET_SHARE * out["full_pool"]["score_mean"]
-            info = out["groups"][name]
-            reached = [b for b, m in zip(info["n_queried"], info["score_mean"]) if m >= target]
-            info["budget_to_95pct_full"] = reached[0] if reached else None
-            info["last_share_of_full"] = info["score_mean"][-1] / out["full_pool"]["score_mean"]
-    if REFERENCE in groups:
-        ref = out["groups"][REFERENCE]["aulc_per_seed"]
-        paired = {}
-        for name, info in out["groups"].items():
-            if name == REFERENCE:
-                continue
-            seeds = sorted(set(ref) & set(info["aulc_per_seed"]))
-            diff = np.array([ref[s] - info["aulc_per_seed"][s] for s in seeds])
-            if len(diff):
-                paired[name] = {
-                    "seeds": seeds,
-                    "aulc_diff_mean": float(diff.mean()),
-                    "aulc_diff_std": float(diff.std()),
-                    "wins": int((diff > 0).sum()),
-                }
-        out["paired_vs_dualstream"] = paired
-    return out
+def _signed(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:+.{digits}f}"
+
+
+def _diff_ci(p: dict[str, Any], digits: int = 4) -> str:
+    if p["n"] == 0:
+        return "no common seed"
+    ci = f" [{_signed(p['ci_low'], digits)}, {_signed(p['ci_high'], digits)}]" if p["ci_low"] is not None else " [n/a]"
+    return _signed(p["mean_diff"], digits) + ci
+
+
+def _p(p: dict[str, Any]) -> str:
+    return "n/a" if p["p_value"] is None else f"{p['p_value']:.3g}"
+
+
+def _mark(p: dict[str, Any]) -> str:
+    if p["p_value"] is None:
+        return UNTESTED
+    return SIGNIFICANT if p["significant"] else NOT_SIGNIFICANT
+
+
+def _opt(value: Any, spec: str) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
 def render_markdown(summary: dict[str, Any], sweep_dir: Path) -> str:
     groups = summary["groups"]
     first = next(iter(groups.values()))
-    budgets = [int(round(b)) for b in max((g["n_queried"] for g in groups.values()), key=len)]
+    budgets = sorted({b for g in groups.values() for b in g["n_queried"]})
     full = summary.get("full_pool")
-    lines = [
-        f"# dualstream report: {sweep_dir}",
-        "",
-        f"Task `{first['task']}`, metric `{first['metric']}` (test set), mean ± std over seeds. "
-        "Columns are the budget spent (queries, skips included); 'budget on artifacts' is the share of queries the"
-        " annotator skipped, over all queries / over those the acquisition chose (after the random initial set).",
+    lines = [f"# dualstream report: {sweep_dir}", ""]
+    for message in summary.get("warnings", []):
+        lines.append(f"> **warning:** {message}")
+    if summary.get("warnings"):
+        lines.append("")
+    lines += [
+        f"Task `{first['task']}`, metric `{first['metric']}` (test set), mean ± SD over seeds (sample SD, n − 1;"
+        " n/a with one seed). Columns are the budget spent (queries, skips included), '(n=k)' where only k seeds"
+        " reached it; AULC log2 weighs each doubling of the budget equally (the headline), AULC linear each query."
+        " 'Budget on artifacts' is the share of queries the annotator skipped, over all queries / over those the"
+        " acquisition chose (after the random initial set).",
         "",
     ]
     if full:
@@ -221,24 +509,34 @@ def render_markdown(summary: dict[str, Any], sweep_dir: Path) -> str:
         ]
     to95 = " 95% budget |" if full else ""
     lines += [
-        "| setting | seeds | " + " | ".join(str(b) for b in budgets) + f" | AULC |{to95} budget on artifacts: all / acquired | stream corr. | selection s/round |",
-        "|---|---|" + "---|" * len(budgets) + "---|" * (5 if full else 4),
+        "| setting | seeds | " + " | ".join(f"{b:g}" for b in budgets)
+        + f" | AULC log2 | AULC linear |{to95} budget on artifacts: all / acquired | stream corr. | selection s/round |",
+        "|---|---|" + "---|" * len(budgets) + "---|" * (6 if full else 5),
     ]
     for name, g in groups.items():
-        cells = [_fmt(m, s) for m, s in zip(g["score_mean"], g["score_std"])]
-        cells += [""] * (len(budgets) - len(cells))
+        n_seeds = len(g["seeds"])
+        col = {b: (m, s, n) for b, m, s, n in zip(g["n_queried"], g["score_mean"], g["score_std"], g["score_n"])}
+        cells = []
+        for b in budgets:
+            if b not in col:
+                cells.append("")
+                continue
+            m, s, n = col[b]
+            cells.append(_fmt(m, s) + (f" (n={n})" if n < n_seeds else ""))
+        n_aulc = len(g["complete_seeds"])
+        aulc_n = f" (n={n_aulc})" if n_aulc < n_seeds else ""
         lines.append(
-            f"| {name} | {len(g['seeds'])} | " + " | ".join(cells)
-            + f" | {_fmt(g['aulc_mean'], g['aulc_std'])} |"
+            f"| {name} | {n_seeds} | " + " | ".join(cells)
+            + f" | {_fmt(g['aulc_log2_mean'], g['aulc_log2_std'])}{aulc_n} | {_fmt(g['aulc_mean'], g['aulc_std'])}{aulc_n} |"
             + (f" {_budget(g.get('budget_to_95pct_full'), g.get('last_share_of_full'))} |" if full else "")
-            + f" {100 * g['artifact_waste']:.1f}% / {100 * g['acquired_artifact_share']:.1f}% |"
-            f" {g['stream_correlation_mean']:+.2f} | {g['selection_seconds_mean']:.3f} |"
+            + f" {_opt(_pct(g['artifact_waste']), '.1f')}% / {_opt(_pct(g['acquired_artifact_share']), '.1f')}% |"
+            f" {_opt(g['stream_correlation_mean'], '+.2f')} | {_opt(g['selection_seconds_mean'], '.3f')} |"
         )
     metric_keys = list(first.get("final_metrics", {}))
     if metric_keys:
         lines += [
             "",
-            f"Task metrics at the last budget ({budgets[-1]}):",
+            f"Task metrics at the last budget ({budgets[-1]:g}):",
             "",
             "| setting | " + " | ".join(metric_keys) + " |",
             "|---|" + "---|" * len(metric_keys),
@@ -246,23 +544,77 @@ def render_markdown(summary: dict[str, Any], sweep_dir: Path) -> str:
         for name, g in groups.items():
             fm = g.get("final_metrics", {})
             lines.append(f"| {name} | " + " | ".join(_fmt(fm[k]["mean"], fm[k]["std"], 2 if k.endswith("_nm") else 3) if k in fm else "" for k in metric_keys) + " |")
-    paired = summary.get("paired_vs_dualstream")
-    if paired:
-        lines += [
-            "",
-            "## dualstream against each setting (paired by seed)",
-            "",
-            "| setting | AULC(dualstream) − AULC(setting) | dualstream wins |",
-            "|---|---|---|",
-        ]
-        for name, p in paired.items():
-            lines.append(f"| {name} | {p['aulc_diff_mean']:+.4f} ± {p['aulc_diff_std']:.4f} | {p['wins']}/{len(p['seeds'])} |")
+    lines += _render_paired(summary)
     lines += ["", "![learning curves](learning_curves.png)", ""]
     return "\n".join(lines)
 
 
+def _pct(value: float | None) -> float | None:
+    return None if value is None else 100 * value
+
+
+def _render_paired(summary: dict[str, Any]) -> list[str]:
+    ref = summary.get("reference", {})
+    paired = summary.get("paired") or {}
+    note = [f"Note: {ref['note']}.", ""] if ref.get("note") else []
+    if not paired:
+        return ["", *note] if note else []
+    used = ref["used"]
+    k = len(paired)
+    bonferroni = f" ({k} comparisons here: Bonferroni would ask p < {ALPHA / k:.2g})" if k > 1 else ""
+    lines = [
+        "",
+        f"## Paired by seed against `{used}`",
+        "",
+        *note,
+        f"Δ = value(setting) − value({used}) on each seed both ran; positive means the setting is better."
+        f" 95% CI: percentile bootstrap of the mean Δ ({N_BOOT} resamples; too narrow below about 10 seeds)."
+        f" p: two-sided Wilcoxon signed-rank test; '{SIGNIFICANT}' means p < {ALPHA} for that one comparison,"
+        f" uncorrected for multiple comparisons{bonferroni}."
+        " With 5 or fewer seeds the test cannot reach p < 0.05. 'Seeds for 0.02' is how many seeds a paired test"
+        f" needs to resolve a {EFFECT} AULC difference at the measured SD of Δ (normal approximation, 80% power).",
+        "",
+        "| setting | seeds | Δ AULC log2 [95% CI] | p | log2 | Δ AULC linear [95% CI] | p | linear"
+        " | wins / ties / losses (log2) | seeds for 0.02 (log2 / linear) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, p in paired.items():
+        lg, ln = p["aulc_log2"], p["aulc"]
+        lines.append(
+            f"| {name} | {lg['n']} | {_diff_ci(lg)} | {_p(lg)} | {_mark(lg)} | {_diff_ci(ln)} | {_p(ln)} | {_mark(ln)}"
+            f" | {lg['wins']} / {lg['ties']} / {lg['losses']} | {_opt(lg['seeds_needed'], 'd')} / {_opt(ln['seeds_needed'], 'd')} |"
+        )
+    budgets = sorted({float(b) for p in paired.values() for b in p["per_budget"]})
+    if budgets:
+        lines += [
+            "",
+            f"Score at each budget, Δ [95% CI] (n, p) against `{used}`, budgets matched by queries spent; ✱: p < {ALPHA}:",
+            "",
+            "| setting | " + " | ".join(f"{b:g}" for b in budgets) + " |",
+            "|---|" + "---|" * len(budgets),
+        ]
+        for name, p in paired.items():
+            cells = []
+            for b in budgets:
+                d = p["per_budget"].get(_budget_key(b))
+                if d is None:
+                    cells.append("")
+                    continue
+                star = " ✱" if d["significant"] else ""
+                cells.append(f"{_diff_ci(d, 3)} (n={d['n']}, p={_p(d)}){star}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+# --- plot ---------------------------------------------------------------------------------------
+
+
+def _arr(values: list[Any]) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
 def plot_curves(summary: dict[str, Any], path: Path) -> None:
-    """Learning curves (mean ± std band per setting) beside the AULC of each setting, best on top."""
+    """Learning curves (mean ± SD band, log2 budget axis) beside each setting's log2 AULC with its 95% CI."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -275,44 +627,63 @@ def plot_curves(summary: dict[str, Any], path: Path) -> None:
     fig, (ax, bars) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [1.6, 1]})
     band = 0.15 if len(groups) <= 6 else 0.06
     for name, g in groups.items():
-        x = np.array(g["n_queried"])
-        m, s = np.array(g["score_mean"]), np.array(g["score_std"])
-        ax.plot(x, m, marker="o", ms=3, lw=2.4 if name == REFERENCE else 1.2, color=colours[name], label=f"{name} (n={len(g['seeds'])})")
-        ax.fill_between(x, m - s, m + s, color=colours[name], alpha=band, lw=0)
+        x = _arr(g["n_queried"])
+        m, s = _arr(g["score_mean"]), _arr(g["score_std"])
+        keep = x > 0  # a log axis has no place for 0 queries
+        ax.plot(x[keep], m[keep], marker="o", ms=3, lw=2.4 if name == HIGHLIGHT else 1.2, color=colours[name],
+                label=f"{name} (n={len(g['seeds'])})")
+        ax.fill_between(x[keep], (m - s)[keep], (m + s)[keep], color=colours[name], alpha=band, lw=0)
     full = summary.get("full_pool")
-    if full:
+    if full and full["score_mean"] is not None and math.isfinite(full["score_mean"]):
         ax.axhline(full["score_mean"], color="k", ls="--", lw=1, label="every pool item labelled")
     first = next(iter(groups.values()))
-    ax.set_xlabel("annotation budget (queries, skips included)")
-    ax.set_ylabel(f"test {first['metric']}")
+    ax.set_xscale("log", base=2)
+    # Ticks at the budgets themselves, as plain counts (powers of 2 alone leave most budgets unlabelled).
+    ticks = sorted({b for g in groups.values() for b in g["n_queried"] if b > 0})
+    if ticks:
+        ticks = ticks[:: max(1, math.ceil(len(ticks) / 12))]
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xticks(ticks, [f"{b:g}" for b in ticks], fontsize=8)
+    ax.set_xlabel("annotation budget (queries, skips included; log2 axis)")
+    ax.set_ylabel(f"test {first['metric']} (mean ± SD over seeds)")
     ax.set_title(f"learning curves: {first['task']}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2 if len(groups) > 7 else 1)
-    order = sorted(groups, key=lambda n: groups[n]["aulc_mean"])
-    y = np.arange(len(order))
-    bars.barh(y, [groups[n]["aulc_mean"] for n in order], xerr=[groups[n]["aulc_std"] for n in order],
-              color=[colours[n] for n in order], edgecolor=["k" if n == REFERENCE else "none" for n in order], capsize=2)
-    bars.set_yticks(y, order, fontsize=8)
-    lo = min(groups[n]["aulc_mean"] - groups[n]["aulc_std"] for n in order)
-    hi = max(groups[n]["aulc_mean"] + groups[n]["aulc_std"] for n in order)
-    bars.set_xlim(max(0.0, lo - 0.05 * (hi - lo + 1e-9)), hi + 0.05 * (hi - lo + 1e-9))
-    bars.set_xlabel("area under the learning curve (mean ± std over seeds)")
+
+    order = sorted((n for n in groups if groups[n]["aulc_log2_mean"] is not None and math.isfinite(groups[n]["aulc_log2_mean"])),
+                   key=lambda n: groups[n]["aulc_log2_mean"])
+    if order:
+        means = np.array([groups[n]["aulc_log2_mean"] for n in order])
+        cis = [groups[n]["aulc_log2_ci95"] for n in order]
+        lo = np.array([m - c[0] if c else 0.0 for m, c in zip(means, cis)])
+        hi = np.array([c[1] - m if c else 0.0 for m, c in zip(means, cis)])
+        y = np.arange(len(order))
+        bars.barh(y, means, xerr=np.vstack([lo, hi]), color=[colours[n] for n in order],
+                  edgecolor=["k" if n == HIGHLIGHT else "none" for n in order], capsize=2)
+        labels = [n + ("" if c else " (no CI)") for n, c in zip(order, cis)]
+        bars.set_yticks(y, labels, fontsize=8)
+        left, right = float((means - lo).min()), float((means + hi).max())
+        pad = 0.05 * (right - left + 1e-9)
+        bars.set_xlim(max(0.0, left - pad), right + pad)
+    bars.set_xlabel(f"log2 AULC (mean, Student-t {CI:.0%} CI over seeds)")
     bars.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, reference: str = DEFAULT_REFERENCE) -> Path:
     """Aggregate ``sweep_dir`` and write ``report.md``, ``learning_curves.png``, ``summary.json``; return report path."""
     sweep_dir = Path(sweep_dir)
     out = Path(out_dir) if out_dir else sweep_dir
-    summary = summarise(collect(sweep_dir))  # first: a mistyped path must not be created
+    warnings: list[str] = []
+    groups = collect(sweep_dir, warnings)  # first: a mistyped path must not be created
+    summary = summarise(groups, reference, warnings)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.json").write_text(to_json(summary))
     plot_curves(summary, out / "learning_curves.png")
     report = out / "report.md"
-    report.write_text(render_markdown(summary, sweep_dir))
+    report.write_text(render_markdown(_strict(summary), sweep_dir))
     return report
 
 
@@ -320,9 +691,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="dualstream-report", description="Aggregate a sweep's results.json files.")
     parser.add_argument("sweep_dir", type=Path, help="directory holding runs (searched recursively)")
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: the sweep directory)")
+    parser.add_argument(
+        "--reference", default=DEFAULT_REFERENCE,
+        help=f"setting every other one is paired against (default: {DEFAULT_REFERENCE}; when absent: {FALLBACK_REFERENCE})",
+    )
     args = parser.parse_args(argv)
     try:
-        path = write_report(args.sweep_dir, args.out)
+        path = write_report(args.sweep_dir, args.out, args.reference)
     except FileNotFoundError as err:
         print(f"dualstream-report: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -1,14 +1,20 @@
-"""Pins dualstream-report: per-budget mean/std, normalised AULC, paired wins vs dualstream, report files and CLI errors."""
+"""Pins dualstream-report: per-budget mean/SD, linear and log2 AULC, paired comparisons against a reference,
+warnings on damaged sweeps, strict summary JSON, report files and CLI errors."""
 
 from __future__ import annotations
 
 import json
+import math
+import os
 from pathlib import Path
 
 import pytest
 
 from dualstream.report import collect, main, write_report
-from dualstream.results import area_under_curve
+from dualstream.results import area_under_curve, log_area_under_curve
+
+SQRT2 = math.sqrt(2)
+LOG15, LOG3 = math.log2(1.5), math.log2(3)  # budgets 10, 20, 30 on a log2 axis: steps 1 and log2(1.5)
 
 BUDGETS = [10, 20, 30]
 # AULC = trapezoid area / (30 - 10), all by hand:
@@ -74,11 +80,27 @@ def test_area_under_curve_by_hand():
     assert area_under_curve(uneven) == pytest.approx((5 + 30) / 40)
 
 
+def test_log_area_under_curve_by_hand():
+    """Budgets that double get equal weight: segment means 0.2, 0.4, 0.5 each count one third."""
+    recs = [{"n_queried": q, "score": y} for q, y in [(4, 0.1), (8, 0.3), (16, 0.5), (32, 0.5)]]
+    assert log_area_under_curve(recs) == pytest.approx((0.2 + 0.4 + 0.5) / 3)
+    assert area_under_curve(recs) == pytest.approx((4 * 0.2 + 8 * 0.4 + 16 * 0.5) / 28)  # linear: late budgets dominate
+    assert log_area_under_curve([{"n_queried": 0, "score": 0.0}, *recs]) == pytest.approx(1.1 / 3)  # 0 has no log
+    assert log_area_under_curve(recs[:1]) == pytest.approx(0.1)
+    assert log_area_under_curve(_results("dualstream", 0)["records"]) == pytest.approx((0.3 + 0.5 * LOG15) / LOG3)
+
+
 def test_collect_groups_and_order(sweep: Path, capsys):
     groups = collect(sweep)
     assert list(groups) == ["dualstream", "random"]  # reference first
     assert sorted(r.seed for r in groups["random"].runs) == [0, 1]  # the empty seed-9 run is dropped
     assert "not valid JSON" in capsys.readouterr().err
+
+
+def _log_aulc(scores) -> float:
+    """Log2 AULC of scores at budgets 10, 20, 30, by hand."""
+    a, b, c = scores
+    return ((a + b) / 2 + (b + c) / 2 * LOG15) / LOG3
 
 
 def test_summary_numbers(sweep: Path, tmp_path: Path):
@@ -89,16 +111,22 @@ def test_summary_numbers(sweep: Path, tmp_path: Path):
     ds, rnd = s["groups"]["dualstream"], s["groups"]["random"]
     assert list(s["groups"]) == ["dualstream", "random"]
     assert ds["seeds"] == [0, 1] and rnd["seeds"] == [0, 1]
+    assert ds["complete_seeds"] == [0, 1] and ds["incomplete_runs"] == []
     assert ds["acquisition"] == "dualstream" and ds["task"] == "segment" and ds["metric"] == "iou"
-    assert ds["n_queried"] == pytest.approx(BUDGETS)
+    assert ds["n_queried"] == BUDGETS and ds["score_n"] == [2, 2, 2]
     assert ds["score_mean"] == pytest.approx([0.3, 0.5, 0.7])
-    assert ds["score_std"] == pytest.approx([0.1, 0.1, 0.1])  # population std over seeds
+    assert ds["score_std"] == pytest.approx([0.2 / SQRT2] * 3)  # sample SD (n - 1) of two values: |a - b| / sqrt(2)
     assert rnd["score_mean"] == pytest.approx([0.25, 0.4, 0.55])
-    assert rnd["score_std"] == pytest.approx([0.05, 0.1, 0.15])
+    assert rnd["score_std"] == pytest.approx([0.1 / SQRT2, 0.2 / SQRT2, 0.3 / SQRT2])
     assert ds["aulc_per_seed"] == pytest.approx({"0": 0.4, "1": 0.6})
     assert rnd["aulc_per_seed"] == pytest.approx({"0": 0.5, "1": 0.3})
-    assert ds["aulc_mean"] == pytest.approx(0.5) and ds["aulc_std"] == pytest.approx(0.1)
-    assert rnd["aulc_mean"] == pytest.approx(0.4) and rnd["aulc_std"] == pytest.approx(0.1)
+    assert ds["aulc_mean"] == pytest.approx(0.5) and ds["aulc_std"] == pytest.approx(0.2 / SQRT2)
+    assert rnd["aulc_mean"] == pytest.approx(0.4) and rnd["aulc_std"] == pytest.approx(0.2 / SQRT2)
+    logs = {k: _log_aulc(SCORES[k]) for k in SCORES}
+    assert ds["aulc_log2_per_seed"] == pytest.approx({"0": logs[("dualstream", 0)], "1": logs[("dualstream", 1)]})
+    assert ds["aulc_log2_mean"] == pytest.approx((logs[("dualstream", 0)] + logs[("dualstream", 1)]) / 2)
+    half = 12.706204736174698 * abs(logs[("dualstream", 0)] - logs[("dualstream", 1)]) / SQRT2 / SQRT2  # t[.975, 1] sd / sqrt(2)
+    assert ds["aulc_log2_ci95"] == pytest.approx([ds["aulc_log2_mean"] - half, ds["aulc_log2_mean"] + half])
     assert ds["artifact_waste"] == pytest.approx(0.15)
     assert rnd["artifact_waste"] == 0.0
     assert ds["acquired_artifact_share"] == pytest.approx(0.175)
@@ -107,13 +135,30 @@ def test_summary_numbers(sweep: Path, tmp_path: Path):
     assert rnd["stream_correlation_mean"] == pytest.approx(-0.1)
     assert ds["selection_seconds_mean"] == pytest.approx(0.5)
     assert ds["seconds_per_round_mean"] == pytest.approx(2.0)
-    # paired by seed: dualstream - random = 0.4 - 0.5 = -0.1 (seed 0), 0.6 - 0.3 = +0.3 (seed 1)
-    paired = s["paired_vs_dualstream"]
-    assert list(paired) == ["random"]
-    assert paired["random"]["seeds"] == ["0", "1"]
-    assert paired["random"]["aulc_diff_mean"] == pytest.approx(0.1)
-    assert paired["random"]["aulc_diff_std"] == pytest.approx(0.2)
-    assert paired["random"]["wins"] == 1
+    # paired by seed against random (the default reference): dualstream - random
+    assert s["reference"] == {"requested": "random", "used": "random", "note": None}
+    paired = s["paired"]
+    assert list(paired) == ["dualstream"]
+    p = paired["dualstream"]
+    assert p["reference"] == "random" and p["seeds"] == [0, 1]
+    lin = p["aulc"]  # 0.4 - 0.5 = -0.1 (seed 0), 0.6 - 0.3 = +0.3 (seed 1)
+    assert lin["seeds"] == [0, 1] and lin["n"] == 2
+    assert lin["mean_diff"] == pytest.approx(0.1) and lin["sd_diff"] == pytest.approx(0.4 / SQRT2)
+    assert (lin["wins"], lin["ties"], lin["losses"]) == (1, 0, 1)
+    # two seeds: the bootstrap means are -0.1, 0.1 or 0.3, so the 95% interval spans the extremes
+    assert (lin["ci_low"], lin["ci_high"]) == pytest.approx((-0.1, 0.3))
+    assert lin["p_value"] == pytest.approx(1.0) and lin["significant"] is False  # ranks +2, -1 of n=2: p = 1
+    assert lin["seeds_needed"] == math.ceil((2.801585218 * (0.4 / SQRT2) / 0.02) ** 2)
+    lg = p["aulc_log2"]
+    d1 = logs[("dualstream", 1)] - logs[("random", 1)]
+    assert lg["mean_diff"] == pytest.approx((-0.1 + d1) / 2)  # seed 0: -0.1 at every budget, so -0.1 in any AULC
+    assert set(p["per_budget"]) == {"10", "20", "30"}
+    at30 = p["per_budget"]["30"]
+    assert at30["seeds"] == [0, 1] and at30["mean_diff"] == pytest.approx((-0.1 + 0.4) / 2)
+    assert at30["p_value"] == pytest.approx(1.0) and at30["significant"] is False
+    assert set(s) == {"groups", "reference", "paired", "statistics", "warnings"}
+    assert s["statistics"]["multiple_comparisons"] == "uncorrected" and s["statistics"]["effect"] == 0.02
+    assert any("not valid JSON" in w for w in s["warnings"]) and any("no records" in w for w in s["warnings"])
 
 
 def test_report_markdown_and_plot(sweep: Path):
@@ -123,34 +168,39 @@ def test_report_markdown_and_plot(sweep: Path):
     lines = md.splitlines()
     assert lines[0] == f"# dualstream report: {sweep}"
     assert "Task `segment`, metric `iou`" in md
-    assert "| setting | seeds | 10 | 20 | 30 | AULC | budget on artifacts: all / acquired | stream corr. | selection s/round |" in lines
+    assert any(line.startswith("> **warning:** skipping") and "broken" in line and "not valid JSON" in line for line in lines)
     assert (
-        "| dualstream | 2 | 0.300 ± 0.100 | 0.500 ± 0.100 | 0.700 ± 0.100 | 0.500 ± 0.100 | 15.0% / 17.5% | +0.30 | 0.500 |"
-        in lines
+        "| setting | seeds | 10 | 20 | 30 | AULC log2 | AULC linear | budget on artifacts: all / acquired | stream corr."
+        " | selection s/round |" in lines
     )
+    ds_log = [_log_aulc(SCORES[("dualstream", s)]) for s in (0, 1)]
+    ds_log_cell = f"{sum(ds_log) / 2:.3f} ± {abs(ds_log[0] - ds_log[1]) / SQRT2:.3f}"
     assert (
-        "| random | 2 | 0.250 ± 0.050 | 0.400 ± 0.100 | 0.550 ± 0.150 | 0.400 ± 0.100 | 0.0% / 0.0% | -0.10 | 0.010 |"
-        in lines
+        f"| dualstream | 2 | 0.300 ± 0.141 | 0.500 ± 0.141 | 0.700 ± 0.141 | {ds_log_cell} | 0.500 ± 0.141 | 15.0% / 17.5%"
+        " | +0.30 | 0.500 |" in lines
     )
-    assert lines.index("## dualstream against each setting (paired by seed)") > lines.index(
-        next(line for line in lines if line.startswith("| random | 2 |"))
-    )
-    assert "| random | +0.1000 ± 0.2000 | 1/2 |" in lines
+    assert any(line.startswith("| random | 2 | 0.250 ± 0.071 | 0.400 ± 0.141 | 0.550 ± 0.212 |") for line in lines)
+    heading = lines.index("## Paired by seed against `random`")
+    assert heading > lines.index(next(line for line in lines if line.startswith("| random | 2 |")))
+    assert "uncorrected for multiple comparisons" in md
+    row = next(line for line in lines[heading:] if line.startswith("| dualstream |"))
+    assert "| +0.1000 [-0.1000, +0.3000] | 1 | not significant |" in row and "| 1 / 0 / 1 |" in row
+    assert "✱" not in row
     assert "![learning curves](learning_curves.png)" in lines
     png = sweep / "learning_curves.png"
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (sweep / "summary.json").exists()
 
 
-def test_no_paired_section_without_reference(tmp_path: Path):
+def test_no_paired_section_with_a_single_setting(tmp_path: Path):
     root = tmp_path / "sweep"
     for seed in (0, 1):
         (root / f"r{seed}").mkdir(parents=True)
         (root / f"r{seed}" / "results.json").write_text(json.dumps(_results("random", seed)))
     write_report(root)
     s = json.loads((root / "summary.json").read_text())
-    assert "paired_vs_dualstream" not in s
-    assert "paired by seed" not in (root / "report.md").read_text()
+    assert s["paired"] == {} and s["reference"]["used"] == "random"
+    assert "Paired by seed" not in (root / "report.md").read_text()
 
 
 def test_hydra_overrides_split_groups(tmp_path: Path):
@@ -227,3 +277,209 @@ def test_full_pool_reference_gives_budget_to_95_percent(tmp_path: Path):
     report = (tmp_path / "report.md").read_text()
     assert "95% budget" in report and "not reached (87% at the last budget)" in report
     assert "| 8 |" in report and "| 8.0 |" not in report  # a budget is a count of queries
+
+
+# --- paired statistics, damaged sweeps, strict JSON -----------------------------------------------
+
+
+def _write_run(root: Path, name: str, acq: str, seed: int, points, **extra) -> Path:
+    """A run directory as a Hydra multirun leaves it: results.json plus .hydra/overrides.yaml."""
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    records = [
+        {"round": i, "n_labeled": q, "n_queried": q, "n_skipped": 0, "score": y, "stream_correlation": None,
+         "seconds": 1.0, "selection_seconds": 0.0}
+        for i, (q, y) in enumerate(points)
+    ]
+    data = {"acquisition": acq, "seed": seed, "task": "segment", "metric": "iou", "config": {}, "records": records, **extra}
+    (run / "results.json").write_text(json.dumps(data))
+    (run / ".hydra" / "overrides.yaml").write_text(f"- acquisition={acq}\n- seed={seed}\n")
+    return run
+
+
+def _strict_load(path: Path) -> dict:
+    def refuse(token):
+        raise ValueError(f"non-strict JSON constant {token}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+CURVE = [0.3, 0.45, 0.55, 0.6]
+DOUBLING = [8, 16, 32, 64]
+
+
+@pytest.fixture
+def ten_seeds(tmp_path: Path) -> Path:
+    """random, plus dualstream better on all 10 seeds (by 0.01 * seed + 0.01 at every budget), plus entropy
+    better and worse on alternate seeds."""
+    root = tmp_path / "sweep"
+    for seed in range(10):
+        base = [y + 0.005 * seed for y in CURVE]
+        up = 0.01 * (seed + 1)
+        _write_run(root, f"random_{seed}", "random", seed, zip(DOUBLING, base))
+        _write_run(root, f"dualstream_{seed}", "dualstream", seed, zip(DOUBLING, [y + up for y in base]))
+        _write_run(root, f"entropy_{seed}", "entropy", seed, zip(DOUBLING, [y + (up if seed % 2 else -up) for y in base]))
+    return root
+
+
+def test_paired_block_and_significance_mark(ten_seeds: Path):
+    write_report(ten_seeds)
+    s = _strict_load(ten_seeds / "summary.json")
+    assert s["reference"]["used"] == "random" and list(s["paired"]) == ["dualstream", "entropy"]
+    ds = s["paired"]["dualstream"]
+    assert ds["reference"] == "random" and ds["seeds"] == list(range(10))
+    for key in ("aulc_log2", "aulc"):
+        block = ds[key]
+        # a constant shift of the whole curve shifts either AULC by the same amount: d = 0.01 * (seed + 1)
+        assert block["mean_diff"] == pytest.approx(0.055)
+        assert block["p_value"] == pytest.approx(2 / 1024)  # all 10 positive: exact two-sided Wilcoxon
+        assert block["significant"] is True and block["wins"] == 10
+        assert 0.01 <= block["ci_low"] < 0.055 < block["ci_high"] <= 0.1
+        sd = 0.01 * math.sqrt(sum((k - 5.5) ** 2 for k in range(1, 11)) / 9)
+        assert block["sd_diff"] == pytest.approx(sd)
+        assert block["seeds_needed"] == math.ceil((2.801585218 * sd / 0.02) ** 2)
+    assert set(ds["per_budget"]) == {"8", "16", "32", "64"}
+    assert ds["per_budget"]["16"]["p_value"] == pytest.approx(2 / 1024) and ds["per_budget"]["16"]["n"] == 10
+    ent = s["paired"]["entropy"]["aulc_log2"]
+    assert ent["wins"] == 5 and ent["losses"] == 5 and ent["significant"] is False and ent["p_value"] > 0.5
+    md = (ten_seeds / "report.md").read_text()
+    ds_row = next(line for line in md.splitlines() if line.startswith("| dualstream | 10 | +0.0550 ["))
+    assert ds_row.count("✱ significant at 0.05") == 2 and "not significant" not in ds_row
+    ent_row = next(line for line in md.splitlines() if line.startswith("| entropy | 10 |") and "[" in line)
+    assert ent_row.count("not significant") == 2 and "✱" not in ent_row
+    assert "uncorrected for multiple comparisons (2 comparisons here: Bonferroni would ask p < 0.025)" in md
+    per_budget_row = [line for line in md.splitlines() if line.startswith("| dualstream |") and "(n=10, p=0.00195) ✱" in line]
+    assert len(per_budget_row) == 1 and per_budget_row[0].count("✱") == 4
+
+
+def test_reference_option_and_fallback(ten_seeds: Path, tmp_path: Path):
+    main([str(ten_seeds), "--reference", "entropy", "--out", str(tmp_path / "vs_entropy")])
+    s = _strict_load(tmp_path / "vs_entropy" / "summary.json")
+    assert s["reference"] == {"requested": "entropy", "used": "entropy", "note": None}
+    assert list(s["paired"]) == ["dualstream", "random"]
+    assert (tmp_path / "vs_entropy" / "report.md").read_text().count("## Paired by seed against `entropy`") == 1
+    # without random, the default reference falls back to dualstream, and the report says so
+    root = tmp_path / "no_random"
+    for seed in range(3):
+        _write_run(root, f"d{seed}", "dualstream", seed, zip(DOUBLING, CURVE))
+        _write_run(root, f"e{seed}", "entropy", seed, zip(DOUBLING, [y - 0.01 for y in CURVE]))
+    write_report(root)
+    s = _strict_load(root / "summary.json")
+    assert s["reference"]["requested"] == "random" and s["reference"]["used"] == "dualstream"
+    assert "'random' is not among the settings" in s["reference"]["note"]
+    assert s["paired"]["entropy"]["aulc_log2"]["mean_diff"] == pytest.approx(-0.01)
+    assert s["paired"]["entropy"]["aulc_log2"]["ties"] == 0 and s["paired"]["entropy"]["aulc_log2"]["losses"] == 3
+    md = (root / "report.md").read_text()
+    assert "Note: reference 'random' is not among the settings; pairing against 'dualstream' instead." in md
+
+
+def test_strict_json_and_single_seed_sd(tmp_path: Path):
+    """One seed: SDs, CIs and p-values are undefined (null in JSON, n/a in markdown), never NaN or 0."""
+    root = tmp_path / "sweep"
+    _write_run(root, "r", "random", 0, zip(DOUBLING, CURVE))
+    _write_run(root, "d", "dualstream", 0, zip(DOUBLING, [y + 0.02 for y in CURVE]))
+    write_report(root)
+    s = _strict_load(root / "summary.json")
+    g = s["groups"]["random"]
+    assert g["score_std"] == [None] * 4 and g["aulc_std"] is None and g["aulc_log2_std"] is None
+    assert g["aulc_log2_ci95"] is None
+    assert g["stream_correlation_mean"] is None  # every record had null
+    p = s["paired"]["dualstream"]["aulc_log2"]
+    assert p["n"] == 1 and p["mean_diff"] == pytest.approx(0.02)
+    assert p["sd_diff"] is None and p["p_value"] is None and p["significant"] is False and p["seeds_needed"] is None
+    md = (root / "report.md").read_text()
+    assert "| random | 1 | 0.300 ± n/a | 0.450 ± n/a |" in md
+    assert "untested (n < 2)" in md and "| n/a |" in md
+
+
+def test_runs_of_different_length_warn_and_use_what_reached_each_budget(tmp_path: Path, capsys):
+    root = tmp_path / "sweep"
+    for seed in range(3):
+        _write_run(root, f"random_{seed}", "random", seed, zip(DOUBLING, [y + 0.01 * seed for y in CURVE]))
+    killed = _write_run(root, "random_3", "random", 3, zip(DOUBLING[:2], CURVE[:2]))
+    write_report(root)
+    err = capsys.readouterr().err
+    warning = next(line for line in err.splitlines() if "differ in length" in line)
+    assert warning.startswith("dualstream-report: warning: ") and str(killed) in warning
+    s = _strict_load(root / "summary.json")
+    g = s["groups"]["random"]
+    assert g["seeds"] == [0, 1, 2, 3] and g["complete_seeds"] == [0, 1, 2]
+    assert g["incomplete_runs"] == [str(killed)]
+    assert g["score_n"] == [4, 4, 3, 3]
+    assert g["score_mean"] == pytest.approx([0.3 + 0.0075, 0.45 + 0.0075, 0.55 + 0.01, 0.6 + 0.01])
+    assert set(g["aulc_per_seed"]) == {"0", "1", "2"} and set(g["aulc_log2_per_seed"]) == {"0", "1", "2"}
+    assert any("differ in length" in w for w in s["warnings"])
+    md = (root / "report.md").read_text()
+    assert any(line.startswith("> **warning:**") and str(killed) in line for line in md.splitlines())
+    assert "0.560 ± 0.010 (n=3)" in md  # a budget only three seeds reached says so
+    assert "| random | 4 |" in md
+
+
+def test_budgets_are_matched_by_queries_not_by_round(tmp_path: Path):
+    """random was measured at 8, 16, 32, 64 and dualstream at 8, 32, 64: the paired score at 32 is dualstream's
+    round 1 against random's round 2; 16 has no pair."""
+    root = tmp_path / "sweep"
+    for seed in range(2):
+        _write_run(root, f"r{seed}", "random", seed, zip(DOUBLING, CURVE))
+        _write_run(root, f"d{seed}", "dualstream", seed, [(8, 0.3), (32, 0.75), (64, 0.8)])
+    write_report(root)
+    s = _strict_load(root / "summary.json")
+    per = s["paired"]["dualstream"]["per_budget"]
+    assert set(per) == {"8", "32", "64"}
+    assert per["32"]["mean_diff"] == pytest.approx(0.75 - 0.55) and per["8"]["mean_diff"] == pytest.approx(0.0)
+    assert per["8"]["p_value"] == 1.0  # every difference exactly zero
+    md = (root / "report.md").read_text()
+    assert "| setting | seeds | 8 | 16 | 32 | 64 |" in md
+    assert any(line.startswith("| dualstream | 2 | 0.300 ± 0.000 |  | 0.750 ± 0.000 |") for line in md.splitlines())
+
+
+def test_duplicated_seed_is_kept_once_with_a_warning(tmp_path: Path, capsys):
+    root = tmp_path / "sweep"
+    _write_run(root, "a", "random", 0, zip(DOUBLING, CURVE))
+    _write_run(root, "b", "random", 1, zip(DOUBLING, CURVE))
+    partial = _write_run(root, "c_first_try", "random", 1, zip(DOUBLING[:2], [0.9, 0.9]))
+    rerun = _write_run(root, "d_rerun", "random", 1, zip(DOUBLING, [0.1, 0.2, 0.3, 0.4]))
+    os.utime(root / "b" / "results.json", (1_000_000, 1_000_000))  # b and d are both complete: d is newer
+    groups = collect(root)
+    assert [r.seed for r in groups["random"].runs] == [0, 1]
+    assert groups["random"].runs[1].path.parent == rerun
+    err = capsys.readouterr().err
+    warning = next(line for line in err.splitlines() if "appears more than once" in line)
+    assert "seed 1" in warning and str(rerun) in warning and str(partial) in warning and str(root / "b") in warning
+    write_report(root)
+    s = _strict_load(root / "summary.json")
+    assert s["groups"]["random"]["seeds"] == [0, 1]
+    assert s["groups"]["random"]["incomplete_runs"] == []  # the partial duplicate is gone, not a short run
+    assert any("appears more than once" in line for line in (root / "report.md").read_text().splitlines())
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("[1, 2]", "top level is a JSON list"),
+        (json.dumps({"seed": 0, "records": [{"n_queried": 8}]}), "record 0 has no 'score'"),
+        (json.dumps({"seed": 0, "records": [{"score": 0.5}]}), "record 0 has no 'n_queried'"),
+        (json.dumps({"seed": 0, "records": [{"n_queried": "8", "score": 0.5}]}), "n_queried='8', not a finite number"),
+        (json.dumps({"seed": 0, "records": [{"n_queried": 8, "score": 0.5, "seconds": "fast"}]}), "seconds='fast', not a number"),
+        (json.dumps({"seed": "zero", "records": [{"n_queried": 8, "score": 0.5}]}), "seed is 'zero'"),
+        ('{"seed": 0, "records": [{"n_queried": 8, "score": NaN}]}', "score=nan, not a finite number"),
+    ],
+)
+def test_bad_results_file_is_skipped_with_a_warning(tmp_path: Path, capsys, content: str, problem: str):
+    root = tmp_path / "sweep"
+    _write_run(root, "good", "random", 0, zip(DOUBLING, CURVE))
+    (root / "bad").mkdir()
+    (root / "bad" / "results.json").write_text(content)
+    main([str(root)])
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("dualstream-report: warning: skipping ")
+    assert str(root / "bad" / "results.json") in err[0] and problem in err[0]
+    assert _strict_load(root / "summary.json")["groups"]["random"]["seeds"] == [0]
+    # and when nothing usable is left: one error line after the warnings, exit 2, no traceback
+    (root / "good" / "results.json").write_text(content)
+    with pytest.raises(SystemExit) as exc:
+        main([str(root)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all(line.startswith("dualstream-report: warning: skipping ") for line in err[:2])
+    assert err[2].startswith("dualstream-report: error: ") and "no usable results.json" in err[2]

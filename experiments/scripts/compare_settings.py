@@ -38,14 +38,20 @@ def table(settings: list[tuple[str, dict]], cell) -> list[str]:
     return lines
 
 
+def _f(value: float | None, spec: str) -> str:
+    """``value`` formatted, or ``n/a`` where the summary has ``null`` (an SD of one seed, say)."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("settings", nargs="+", help="LABEL=SWEEP_DIR")
     settings = [load(s) for s in parser.parse_args(argv).settings]
     out = ["AULC (rank among the acquisitions of that setting):", ""]
-    out += table(settings, lambda g, r, n: f"{g['aulc_mean']:.3f} ± {g['aulc_std']:.3f} ({r}/{n})")
+    out += table(settings, lambda g, r, n: f"{g['aulc_mean']:.3f} ± {_f(g['aulc_std'], '.3f')} ({r}/{n})")
     out += ["", "Artifacts among the acquired queries:", ""]
-    out += table(settings, lambda g, r, n: f"{100 * g.get('acquired_artifact_share', float('nan')):.1f}%")
+    share = lambda g: None if g.get("acquired_artifact_share") is None else 100 * g["acquired_artifact_share"]  # noqa: E731
+    out += table(settings, lambda g, r, n: f"{_f(share(g), '.1f')}%")
     sys.stdout.write("\n".join(out) + "\n")
 
 
