@@ -16,6 +16,7 @@ Pure functions of numpy arrays (scipy for the test and the quantiles); nothing h
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -92,7 +93,10 @@ def paired_difference(
     if np.all(d == 0):
         out["p_value"] = 1.0  # scipy divides by a zero variance here; no difference at all is p = 1
     else:
-        out["p_value"] = float(_st.wilcoxon(d, alternative="two-sided").pvalue)
+        with warnings.catch_warnings():
+            # scipy warns when it falls back to the normal approximation (ties, zeros); documented above.
+            warnings.simplefilter("ignore", UserWarning)
+            out["p_value"] = float(_st.wilcoxon(d, alternative="two-sided").pvalue)
     out["significant"] = bool(out["p_value"] < ALPHA)
     return out
 
