@@ -83,6 +83,7 @@ def test_verification_stream_trains_on_one_class_and_reports_metrics():
         assert extras["margin"].shape == (10,) and extras["least_confidence"].shape == (10,)
         assert extras["task_embedding"].shape == (10, 16) and extras["grad_embedding"].shape == (10, 17)
         assert extras["bald"].shape == (10,) and (extras["bald"] >= -1e-6).all()
+        np.testing.assert_allclose(extras["foreground"], p, atol=1e-5)  # foreground_random: p(True) per proposal
 
 
 def test_detect_run_end_to_end(tmp_path, tiny_overrides):

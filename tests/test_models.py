@@ -98,7 +98,8 @@ def test_task_stream_supplies_extras_for_the_zoo():
     task.fit(images[:6], masks[:6], seed=0)
     u = task.pool_uncertainty()
     extras = task.pool_extras()
-    assert set(extras) == {"margin", "least_confidence", "bald", "task_embedding", "grad_embedding"}
+    assert set(extras) == {"margin", "least_confidence", "bald", "task_embedding", "grad_embedding", "foreground"}
+    assert ((extras["foreground"] >= 0) & (extras["foreground"] <= 1)).all()
     assert all(len(v) == 12 for v in extras.values())
     assert np.allclose(extras["least_confidence"], extras["margin"] / 2)
     assert u.shape == (12,)

@@ -70,7 +70,8 @@ class TaskStream:
 
         The same pass fills :meth:`pool_extras`: ``margin`` and ``least_confidence`` (identical
         rankings for a binary task: least confidence is half the margin score per pixel), ``bald``
-        (with MC dropout), ``task_embedding`` ``(N, F)`` and ``grad_embedding`` ``(N, w + 1)``.
+        (with MC dropout), ``task_embedding`` ``(N, F)``, ``grad_embedding`` ``(N, w + 1)`` and
+        ``foreground`` ``(N,)`` (share of each patch's pixels predicted foreground).
         """
         u = dict(self.model_cfg.get("uncertainty", {}))
         reduction, topk = u.get("reduction", "mean"), u.get("topk", 0.1)
@@ -81,6 +82,8 @@ class TaskStream:
             "least_confidence": 0.5 * patch_uncertainty(probs, "margin", reduction, topk),
             "task_embedding": out["features"],
             "grad_embedding": out["grad"],
+            # (N,) predicted foreground share (pixels with mean p >= 0.5), for foreground_random
+            "foreground": (probs.mean(axis=1) >= 0.5).mean(axis=(-2, -1)).astype(np.float64),
         }
         if probs.shape[1] > 1:
             self._extras["bald"] = patch_uncertainty(probs, "bald", reduction, topk)

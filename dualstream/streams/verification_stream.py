@@ -131,8 +131,8 @@ class VerificationStream:
         proposals: ``margin`` ``(N,)`` ``1 - |2p - 1|``, ``least_confidence`` ``(N,)`` (half the
         margin, the same ranking), ``task_embedding`` ``(N, F)`` the verifier's pooled features, and
         ``grad_embedding`` ``(N, F + 1)`` (BADGE: the BCE gradient w.r.t. the head's weights and bias
-        under the predicted label, ``(p - [p >= 0.5]) * [features, 1]``); with ``mc_samples > 1`` also
-        ``bald`` ``(N,)`` (MC dropout on the head's input).
+        under the predicted label, ``(p - [p >= 0.5]) * [features, 1]``), ``foreground`` ``(N,)`` = p;
+        with ``mc_samples > 1`` also ``bald`` ``(N,)`` (MC dropout on the head's input).
         """
         feats, p, mc = self._pool_features()
         margin = (1.0 - np.abs(2.0 * p - 1.0)).astype(np.float64)
@@ -142,6 +142,7 @@ class VerificationStream:
             "least_confidence": 0.5 * margin,
             "task_embedding": feats,
             "grad_embedding": np.concatenate([residual * feats, residual], axis=1),
+            "foreground": p.astype(np.float64),  # (N,) p(True): the proposal-level foreground share
         }
         if mc is not None:
             self._extras["bald"] = bald(mc).astype(np.float64)
