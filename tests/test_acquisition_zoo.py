@@ -308,6 +308,9 @@ def random_view(n: int, d: int, seed: int = 0) -> PoolView:
         "task_embedding": rng.standard_normal((n, 8), dtype=np.float32),
         "grad_embedding": rng.standard_normal((n, d), dtype=np.float32),
     }
+    other = np.random.default_rng(seed + 1)  # a second stream: the arrays above stay as they were
+    extras["foreground"] = other.random(n) * (other.random(n) < 0.3)
+    extras["pixel_stats"] = other.random((n, 6))
     return PoolView(rng.standard_normal((n, d), dtype=np.float32), rng.random(n) + 0.1, rng.random(n), queried, extras)
 
 

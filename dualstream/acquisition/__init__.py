@@ -8,8 +8,12 @@ from dualstream.acquisition import (  # noqa: F401  (register the rest of the zo
     badge,
     coverage,
     density_weighted,
+    foreground_random,
+    pixel_veto,
     tasq,
+    tcm,
     typiclust,
+    uherding,
     uncertainty_variants,
 )
 from dualstream.acquisition.base import REGISTRY, PoolView, Selection, acquire, register
