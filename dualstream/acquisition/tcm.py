@@ -20,7 +20,7 @@ def tcm_acquisition(
     view: PoolView,
     batch_size: int,
     rng: np.random.Generator,
-    transition: int = 16,
+    transition: int = 32,
     k: int = 20,
     max_clusters: int = 500,
     min_cluster_size: int = 5,
@@ -34,9 +34,9 @@ def tcm_acquisition(
     candidates by ``view.extras["margin"]`` ``(N,)`` (higher = smaller margin), or by
     ``view.uncertainty`` when the task stream supplied no margin.
 
-    Default ``transition = 16``: the paper switches once the low-budget regime is over, which its
-    pre-trained embeddings make early; our benchmarks span 4 -> 32 patches, so 16 gives each part
-    half of that range (32 would make TCM plain TypiClust there).
+    Default ``transition = 32``: the paper switches once the low-budget regime is over, which its
+    pre-trained embeddings make early; on our doubling budgets (4 -> 128 patches, ``mito_epfl``)
+    that is TypiClust for the rounds up to 32 labels and margin for 32 -> 64 -> 128.
 
     Returns:
         ``(B,)`` indices; ``(N,)`` utilities of the part that ran (within-cluster typicality, or the
