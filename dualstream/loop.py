@@ -133,6 +133,8 @@ class ActiveLearningLoop:
         annotator: answers queries (masks or skip).
         acquisition: strategy name in the registry; ``acquisition_params`` its keyword arguments.
         on_round: called with each :class:`RoundRecord` as soon as it is measured (results file, logger).
+        static_extras: ``(N, ...)`` arrays that never change between rounds (e.g. ``pixel_stats``), handed
+            to every acquisition in ``PoolView.extras`` beside the task model's per-round extras.
     """
 
     def __init__(
@@ -147,8 +149,10 @@ class ActiveLearningLoop:
         seed: int,
         on_round: Callable[[RoundRecord], None] | None = None,
         progress: bool = True,
+        static_extras: Mapping[str, np.ndarray] | None = None,
     ):
         self.images = pool_images
+        self.static_extras = dict(static_extras or {})
         self.stream = data_stream
         self.task = task
         self.annotator = annotator
@@ -211,7 +215,7 @@ class ActiveLearningLoop:
                 metrics=dict(self.task.metrics()) if hasattr(self.task, "metrics") else {},
             )
             if r < s.n_rounds:
-                extras = self.task.pool_extras() if hasattr(self.task, "pool_extras") else {}
+                extras = {**self.static_extras, **(self.task.pool_extras() if hasattr(self.task, "pool_extras") else {})}
                 view = PoolView(self.stream.embedding, self.stream.typicality, uncertainty, self.queried.copy(), extras)
                 t0 = time.perf_counter()
                 selection = acquire(self.acquisition, view, s.batch_at(r), rng, **self.params)

@@ -17,8 +17,9 @@ from dualstream.artifacts import inject_from_config
 from dualstream.loop import ActiveLearningLoop, LoopSettings, TaskModel
 from dualstream.oracle import Annotator, SimulatedAnnotator
 from dualstream.patches import build_pools
-from dualstream.results import RoundRecord, RunResults, area_under_curve
+from dualstream.results import RoundRecord, RunResults, area_under_curve, log_area_under_curve
 from dualstream.streams.data_stream import DataStream, fit_data_stream
+from dualstream.streams.pixel_stats import pixel_statistics
 from dualstream.streams.task_stream import TaskStream
 from dualstream.tracking import make_tracker
 
@@ -106,12 +107,15 @@ def drive_loop(
         def on_round(record: RoundRecord) -> None:
             results.records.append(record)
             results.extra["aulc"] = area_under_curve(results.records)
+            results.extra["aulc_log2"] = log_area_under_curve(results.records)
             results.write(run_dir)
             tracker.log({k: v for k, v in record.to_dict().items() if k != "round"}, step=record.round)
 
+        # Pixel statistics of what the annotator sees (the image channel of proposal crops): fixed per pool.
+        static = {"pixel_stats": pixel_statistics(items if items.ndim == 3 else items[:, 0])}
         ActiveLearningLoop(
             items, stream, task, annotator, results.acquisition, cfg.acquisition.get("params") or {}, settings,
-            results.seed, on_round=on_round, progress=bool(cfg.get("progress", True)),
+            results.seed, on_round=on_round, progress=bool(cfg.get("progress", True)), static_extras=static,
         ).run()
         status = "success"
     finally:
