@@ -13,8 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dualstream.errors import ConfigError, EmptyPoolError
-from dualstream.volume import Volume, check_aligned, open_volume
+from dualstream.errors import ConfigError, DataError, EmptyPoolError
+from dualstream.volume import Volume, check_aligned, intensity_range, open_volume, sampled_max
 
 
 @dataclass
@@ -55,8 +55,15 @@ class PatchPool:
         return self.ignore_share >= threshold
 
 
-def normalise_intensity(section: np.ndarray) -> np.ndarray:
-    """Map a raw section to float32 ``[0, 1]``: integer types by their range, floats clipped."""
+def normalise_intensity(section: np.ndarray, intensity_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Map a raw section to float32 ``[0, 1]``.
+
+    With ``intensity_range = (lo, hi)`` (the volume's, see :func:`dualstream.volume.intensity_range`):
+    ``(x - lo) / (hi - lo)``, clipped. Without: integer types by their dtype's range, floats clipped.
+    """
+    if intensity_range is not None:
+        lo, hi = float(intensity_range[0]), float(intensity_range[1])
+        return np.clip((section.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
     if np.issubdtype(section.dtype, np.integer):
         info = np.iinfo(section.dtype)
         return ((section.astype(np.float32) - info.min) / float(info.max - info.min)).astype(np.float32)
@@ -88,8 +95,17 @@ def read_section(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Section ``z`` as the model sees it: image float32 ``[0, 1]``, labels uint8 ``{0, 1}``
     (foreground where ``> label_threshold``, re-thresholded at half coverage after downsampling), and the
-    float32 share of each pixel in the ignore mask; all ``(y, x)`` after ``factor`` x downsampling."""
-    img = downsample(normalise_intensity(image.section(z)), factor)
+    float32 share of each pixel in the ignore mask; all ``(y, x)`` after ``factor`` x downsampling.
+
+    Raises:
+        DataError: the section holds NaN or Inf (a float image).
+    """
+    raw = image.section(z)
+    if not np.issubdtype(raw.dtype, np.integer):
+        n_bad = int(raw.size - np.count_nonzero(np.isfinite(raw)))
+        if n_bad:
+            raise DataError(f"{image.source}: section {z} holds {n_bad} NaN/Inf voxels; replace them before using the image")
+    img = downsample(normalise_intensity(raw, image.intensity), factor)
     lab = (downsample((labels.section(z) > label_threshold).astype(np.float32), factor) >= 0.5).astype(np.uint8)
     ign = downsample((ignore.section(z) > 0).astype(np.float32), factor) if ignore is not None else np.zeros_like(img)
     return img, lab, ign
@@ -203,6 +219,8 @@ def open_split(data: Any) -> DataSplit:
     """
     vs = data.get("voxel_size")
     image = open_volume(data.image, vs, role="data.image")
+    # One intensity range per run, from the pool image: test sections are normalised like the pool.
+    image.intensity = intensity_range(image, data.get("intensity_range"), role="data.image")
     labels = open_volume(data.labels, vs, role="data.labels")
     ignore = open_volume(data.ignore, vs, role="data.ignore") if data.get("ignore") else None
     chosen = _select(data.get("sections"), len(image), "data.sections")
@@ -210,10 +228,20 @@ def open_split(data: Any) -> DataSplit:
         if not data.get("test_labels"):
             raise ConfigError("data.test_image is set but data.test_labels is not; give both or neither")
         test_image = open_volume(data.test_image, vs, role="data.test_image")
+        if data.get("intensity_range") is None:
+            intensity_range(test_image, None, role="data.test_image")  # NaN / constant checks only
+        test_image.intensity = image.intensity
         test_labels = open_volume(data.test_labels, vs, role="data.test_labels")
         return DataSplit(image, labels, ignore, chosen, test_image, test_labels, list(range(len(test_image))))
     pool_idx, test_idx = split_sections(len(chosen), float(data.get("test_fraction", 0.25)))
     return DataSplit(image, labels, ignore, [chosen[i] for i in pool_idx], image, labels, [chosen[i] for i in test_idx])
+
+
+def _int_key(data: Any, key: str, default: Any = None) -> int:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"data.{key}: expected an integer, got {value!r}; e.g. data.{key}={default if default is not None else 64}")
+    return value
 
 
 def build_pools(data: Any) -> tuple[PatchPool, PatchPool]:
@@ -223,16 +251,33 @@ def build_pools(data: Any) -> tuple[PatchPool, PatchPool]:
 
     Returns:
         ``(pool, test)``.
+
+    Raises:
+        ConfigError: a key of the wrong type or range; no foreground above ``data.label_threshold``
+            in the pool or in the test sections (the simulated annotator would paint empty masks and
+            the foreground IoU would be 0 whatever the strategy).
     """
-    split = open_split(data)
-    if int(data.patch_size) < 8:
+    patch_size = _int_key(data, "patch_size", 64)
+    if patch_size < 8:
         raise ConfigError(f"data.patch_size must be at least 8 pixels, got {data.patch_size}")
-    common = dict(
-        patch_size=int(data.patch_size),
-        stride=data.get("stride"),
-        factor=int(data.get("downsample", 1)),
-        label_threshold=float(data.label_threshold),
-    )
+    factor = _int_key(data, "downsample", 1)
+    if factor < 1:
+        raise ConfigError(f"data.downsample: must be an integer >= 1 (1 = full resolution), got {factor}")
+    stride = data.get("stride")
+    if stride is not None and (_int_key(data, "stride", 64) < 1):
+        raise ConfigError(f"data.stride: must be >= 1 or null (= data.patch_size), got {stride}")
+    threshold = data.get("label_threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise ConfigError(f"data.label_threshold: expected a number, got {threshold!r}; foreground is label > threshold (127 for 0/255 masks)")
+    split = open_split(data)
+    common = dict(patch_size=patch_size, stride=stride, factor=factor, label_threshold=float(threshold))
     pool = extract_patches(split.image, split.labels, split.pool_sections, ignore=split.ignore, **common)
     test = extract_patches(split.test_image, split.test_labels, split.test_sections, **common)
+    for name, part, labels in (("pool", pool, split.labels), ("test", test, split.test_labels)):
+        if not part.labels.any():
+            raise ConfigError(
+                f"data.label_threshold: no {name} patch has a label above {threshold:g} (largest label value in"
+                f" {labels.source}: {sampled_max(labels):g}); foreground is label > data.label_threshold:"
+                " use 0 for 0/1 masks, 127 for 0/255 masks, or check data.labels and data.sections"
+            )
     return pool, test

@@ -9,6 +9,12 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from dualstream.errors import ConfigError
+
+#: ``logger.name`` values (conf/logger/NAME.yaml).
+LOGGERS = ("wandb", "csv", "none")
+#: ``logger.mode`` values of the wandb logger.
+WANDB_MODES = ("offline", "online", "disabled")
 
 class Tracker:
     """Logs one dict of numbers per round through a Lightning logger (or drops them)."""
@@ -35,6 +41,8 @@ def make_tracker(cfg: Mapping[str, Any], run_dir: str | Path, run_name: str, con
     ``group``, ``tags``. Offline runs land in ``RUN_DIR/wandb`` and sync later with ``wandb sync``.
     """
     name = cfg.get("name", "none")
+    if name not in LOGGERS:
+        raise ConfigError(f"logger.name: unknown logger {name!r}; choose one of {', '.join(LOGGERS)} (e.g. logger=csv)")
     run_dir = Path(run_dir)
     if name == "none":
         return Tracker(None)
@@ -49,6 +57,8 @@ def make_tracker(cfg: Mapping[str, Any], run_dir: str | Path, run_name: str, con
 
         os.environ.setdefault("WANDB_SILENT", "true")
         mode = cfg.get("mode", "offline")
+        if mode not in WANDB_MODES:
+            raise ConfigError(f"logger.mode: unknown wandb mode {mode!r}; choose one of {', '.join(WANDB_MODES)}")
         logger = WandbLogger(
             project=cfg.get("project", "dualstream"),
             name=run_name,
@@ -61,4 +71,4 @@ def make_tracker(cfg: Mapping[str, Any], run_dir: str | Path, run_name: str, con
         )
         _ = logger.experiment  # start the run now, so a wandb problem shows before training
         return Tracker(logger)
-    raise ValueError(f"logger.name='{name}' is not one of wandb, csv, none")
+    raise AssertionError(f"logger {name!r} listed in LOGGERS but not built")

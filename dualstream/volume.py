@@ -9,17 +9,24 @@ Supported sources (``spec`` strings, as written in configs):
 
 Axis order is fixed here, at the reader: everything downstream sees ``z, y, x``.
 Colour or grey+alpha images keep their first (grey) channel, as the EPFL masks need.
+
+Intensities are mapped to ``[0, 1]`` by a range taken once per volume (:func:`intensity_range`), from
+``data.intensity_range`` when given, else from the data, not from the dtype alone: a 12-bit
+acquisition stored as uint16, or a float image holding 0-255, would otherwise be squashed or clipped.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from dualstream.errors import DataError, ShapeMismatchError
+from dualstream.errors import ConfigError, DataError, ShapeMismatchError
+
+log = logging.getLogger(__name__)
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -97,11 +104,14 @@ class Volume:
         data: array-like with ``shape`` and ``__getitem__`` (numpy array, h5py.Dataset, SectionStack).
         voxel_size: ``(z, y, x)`` voxel size in nanometres.
         source: the spec it was opened from, for messages.
+        intensity: ``(lo, hi)`` raw values mapped to 0 and 1 (see :func:`intensity_range`); ``None``
+            scales each section by its dtype (the rule for bare volumes, e.g. in unit tests).
     """
 
     data: Any
     voxel_size: tuple[float, float, float]
     source: str
+    intensity: tuple[float, float] | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -117,6 +127,12 @@ class Volume:
     def read(self) -> np.ndarray:
         """The whole volume as a numpy array (only for volumes that fit in memory)."""
         return np.stack([self.section(z) for z in range(self.shape[0])])
+
+
+def spec_path(spec: str | Path) -> Path:
+    """The file or directory a volume spec names (``'a/b.h5:raw'`` -> ``a/b.h5``), without opening it."""
+    h5 = _split_hdf5_spec(str(spec))
+    return h5[0] if h5 is not None else Path(spec)
 
 
 def _split_hdf5_spec(spec: str) -> tuple[Path, str | None] | None:
@@ -226,6 +242,11 @@ def open_volume(
         data = _Promote2D(data)
     if voxel_size is None:
         found = attrs.get("voxel_size", attrs.get("resolution"))
+        if found is None and role.endswith("image"):
+            # Distances (patch origins, centroid errors) would be reported in pixels, not nm.
+            log.warning(
+                "%s: '%s' carries no voxel size; assuming 1 x 1 x 1 nm: set data.voxel_size=[z,y,x] (nm)", role, spec
+            )
         voxel_size = tuple(float(v) for v in found) if found is not None else (1.0, 1.0, 1.0)
     if len(voxel_size) != 3:
         raise DataError(f"{role}: voxel_size must have 3 values (z, y, x) in nm, got {list(voxel_size)}")
@@ -239,3 +260,83 @@ def check_aligned(image: Volume, other: Volume, what: str) -> None:
             f"{other.source}: {what} shape {other.shape} (z, y, x) does not match image"
             f" {image.source} shape {image.shape}; {what} must cover the image voxel for voxel"
         )
+
+
+#: Sections read to take a volume's intensity range (evenly spaced), and pixels kept per section for
+#: the percentiles (a strided subsample: the range, not the exact quantile, is what matters).
+RANGE_SECTIONS = 8
+RANGE_PIXELS = 512 * 512
+#: Percentiles of the data range: robust to a few hot or dead pixels.
+RANGE_PERCENTILES = (0.1, 99.9)
+
+
+def sampled_sections(volume: Volume, n: int = RANGE_SECTIONS) -> list[int]:
+    """Up to ``n`` evenly spaced section indices of ``volume`` (all of them when it has fewer)."""
+    return sorted(set(np.linspace(0, len(volume) - 1, min(n, len(volume))).round().astype(int).tolist()))
+
+
+def intensity_range(volume: Volume, configured: Sequence[float] | None = None, role: str = "data.image") -> tuple[float, float]:
+    """The raw values ``(lo, hi)`` mapped to 0 and 1, from ``configured`` or from a sample of sections.
+
+    The rule (``data.intensity_range: null``), on up to :data:`RANGE_SECTIONS` evenly spaced sections:
+
+    - integer dtypes whose largest sampled value exceeds half the dtype's maximum keep the dtype's
+      range (8-bit EM spanning ~0-255 is scaled by 255 exactly as before);
+    - other integers (12-bit data in uint16, a dark 8-bit image) use the data's range;
+    - floats already inside ``[0, 1]`` are kept as they are (``(0, 1)``); other floats (0-255 stored
+      as float, signed data) use the data's range.
+
+    The data's range is the 0.1 and 99.9 percentiles of the sampled pixels (min and max when those
+    coincide). Values outside the range are clipped.
+
+    Raises:
+        DataError: the sampled sections hold NaN/Inf, or a single value (a blank or constant image).
+        ConfigError: ``configured`` is not two numbers ``lo < hi``.
+    """
+    if configured is not None:
+        values = list(configured)
+        if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ConfigError(f"data.intensity_range: expected [lo, hi] (two numbers) or null, got {values}")
+        lo, hi = float(values[0]), float(values[1])
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+            raise ConfigError(f"data.intensity_range: needs lo < hi, got [{lo:g}, {hi:g}]; give the raw values of black and white")
+        return lo, hi
+    dtype = np.dtype(volume.data.dtype)
+    chosen = sampled_sections(volume)
+    pixels, n_bad, n_total = [], 0, 0
+    for z in chosen:
+        sec = volume.section(z)
+        if not np.issubdtype(sec.dtype, np.integer):
+            finite = np.isfinite(sec)
+            n_bad += int(sec.size - np.count_nonzero(finite))
+        n_total += sec.size
+        step = max(1, int(np.ceil(np.sqrt(sec.size / RANGE_PIXELS))))
+        pixels.append(np.asarray(sec[::step, ::step], dtype=np.float64).ravel())
+    if n_bad:
+        raise DataError(
+            f"{volume.source}: {n_bad} of {n_total} voxels in {len(chosen)} sampled sections are NaN or Inf;"
+            f" replace them (e.g. with the background value) before using it as {role}"
+        )
+    values = np.concatenate(pixels)
+    vmin, vmax = float(values.min()), float(values.max())
+    if vmin == vmax:
+        raise DataError(
+            f"{volume.source}: every sampled voxel of {role} is {vmin:g} (a blank or constant image);"
+            f" check the file and the dataset name"
+        )
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        if vmax > 0.5 * info.max:
+            return float(info.min), float(info.max)
+    elif vmin >= 0.0 and vmax <= 1.0:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(values, RANGE_PERCENTILES))
+    if hi <= lo:  # nearly constant, with a few outliers: the percentiles coincide
+        lo, hi = vmin, vmax
+    log.info("%s: intensity range [%g, %g] taken from the data (%s); set data.intensity_range to override", role, lo, hi, dtype)
+    return lo, hi
+
+
+def sampled_max(volume: Volume) -> float:
+    """The largest value in a sample of sections (for messages about thresholds)."""
+    return float(max(np.max(volume.section(z)) for z in sampled_sections(volume)))

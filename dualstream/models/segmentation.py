@@ -11,6 +11,18 @@ from dualstream.augment import intensity_jitter, random_dihedral
 from dualstream.models.networks import UNet
 
 
+def warmup_share(total_steps: int, share: float = 0.1) -> float:
+    """OneCycleLR's ``pct_start`` for ``total_steps``: ``share``, unless that makes a one-step warm-up.
+
+    OneCycleLR ends its warm-up at step ``pct_start * total - 1`` and divides by that length, so a
+    warm-up of exactly one step (``total = 10`` at 10%) divides by zero. Such a run gets no warm-up
+    instead, as every run under 10 steps already does.
+    """
+    if abs(share * total_steps - 1.0) < 1e-9:
+        return 0.9 / total_steps
+    return share
+
+
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
     """``1 - Dice`` over the batch; complements BCE when the foreground is a small share of pixels."""
     prob = torch.sigmoid(logits)
@@ -87,5 +99,5 @@ class SegmentationModule(pl.LightningModule):
         # Cosine decay to zero: short per-round trainings end in a settled model, not mid-oscillation.
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, total_steps=total, pct_start=0.1)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, total_steps=total, pct_start=warmup_share(total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

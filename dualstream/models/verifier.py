@@ -14,6 +14,7 @@ from torchmetrics.classification import BinaryAccuracy
 
 from dualstream.augment import intensity_jitter, random_dihedral
 from dualstream.models.networks import conv_bn_relu
+from dualstream.models.segmentation import warmup_share
 
 
 class VerificationClassifier(pl.LightningModule):
@@ -73,5 +74,5 @@ class VerificationClassifier(pl.LightningModule):
         # One-cycle schedule like the segmentation model: short per-round trainings end settled.
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, total_steps=total, pct_start=0.1)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, total_steps=total, pct_start=warmup_share(total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

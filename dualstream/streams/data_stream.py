@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from dualstream.augment import random_dihedral
 from dualstream.datamodules import PoolPatchData
-from dualstream.errors import ConfigError
+from dualstream.errors import ConfigError, DualstreamError
 from dualstream.models.encoder import ContrastiveEncoder
 from dualstream.models.vae import PatchVAE
 from dualstream.streams.typicality import knn_typicality
@@ -131,7 +132,7 @@ def _train(images: np.ndarray, encoder_cfg: Mapping[str, Any], trainer_cfg: Mapp
     pl.seed_everything(seed, workers=True, verbose=False)
     module = build_encoder(images, encoder_cfg)
     data = PoolPatchData(images, steps=int(encoder_cfg["steps"]), batch_size=int(encoder_cfg["batch_size"]))
-    trainer = build_trainer(trainer_cfg, int(encoder_cfg["steps"]))
+    trainer = build_trainer(trainer_cfg, int(encoder_cfg["steps"]), progress=f"encoder ({encoder_name(encoder_cfg)})")
     trainer.fit(module, datamodule=data)
     return module, embed(module, images, trainer_cfg)
 
@@ -257,6 +258,26 @@ class FinetunedDataStream(DataStream):
         return loss
 
 
+def _load_entry(
+    folder: Path, images: np.ndarray, encoder_cfg: Mapping[str, Any], finetune: bool
+) -> tuple[dict[str, Any], np.ndarray, pl.LightningModule | None]:
+    """Read a cache entry: ``meta.json``, ``(N, D)`` ``embedding.npy`` and, when fine-tuning, the weights.
+
+    Raises (any exception) when a file is truncated or does not fit the pool, so the caller rebuilds.
+    """
+    meta = json.loads((folder / "meta.json").read_text())
+    seconds = float(meta["seconds"])
+    emb = np.load(folder / "embedding.npy", allow_pickle=False)
+    if emb.ndim != 2 or emb.shape[0] != len(images) or not np.isfinite(emb).all():
+        raise ValueError(f"embedding of shape {emb.shape} (finite: {bool(np.isfinite(emb).all())}) for a pool of {len(images)}")
+    module = None
+    if finetune:
+        module = build_encoder(images, encoder_cfg)
+        module.load_state_dict(torch.load(folder / "encoder.pt", map_location="cpu", weights_only=True))
+        module.eval()
+    return {**meta, "seconds": seconds}, emb, module
+
+
 def fit_data_stream(
     images: np.ndarray,
     encoder_cfg: Mapping[str, Any],
@@ -303,15 +324,17 @@ def fit_data_stream(
         weights = folder / "encoder.pt"
         # A fine-tuned stream also needs the weights; entries written before they were kept lack them.
         if meta_path.exists() and (not finetune or weights.exists()):
-            meta = json.loads(meta_path.read_text())
-            emb = np.load(folder / "embedding.npy")
-            module = None
-            if finetune:
-                module = build_encoder(images, encoder_cfg)
-                module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-                module.eval()
-            log.info("data stream: loaded encoder embedding %s from cache", key)
-            return stream(emb, float(meta["seconds"]), True, module)
+            try:
+                meta, emb, module = _load_entry(folder, images, encoder_cfg, finetune)
+            except DualstreamError:
+                raise
+            except Exception as err:  # noqa: BLE001  (json, numpy, torch and pickle raise many types)
+                # A truncated or foreign entry (full disk, killed job) must not fail every later run.
+                log.warning("data stream: cache entry %s is unreadable (%s: %s); deleting it and retraining", folder, type(err).__name__, err)
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                log.info("data stream: loaded encoder embedding %s from cache", key)
+                return stream(emb, float(meta["seconds"]), True, module)
         meta_path.unlink(missing_ok=True)  # rewriting an entry: incomplete until meta.json is back
         module, emb, seconds = compute()
         folder.mkdir(parents=True, exist_ok=True)
