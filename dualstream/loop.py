@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
@@ -21,6 +21,7 @@ from dualstream.acquisition import PoolView, acquire
 from dualstream.errors import ConfigError, EmptyPoolError
 from dualstream.oracle import Annotator
 from dualstream.results import RoundRecord
+from dualstream.state import LoopState
 from dualstream.streams.data_stream import DataStream
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,11 @@ class ActiveLearningLoop:
         on_round: called with each :class:`RoundRecord` as soon as it is measured (results file, logger).
         static_extras: ``(N, ...)`` arrays that never change between rounds (e.g. ``pixel_stats``), handed
             to every acquisition in ``PoolView.extras`` beside the task model's per-round extras.
+
+    Resuming: :meth:`snapshot` (called from ``on_round``) captures the state after a round,
+    :meth:`restore` puts it into a fresh loop before :meth:`run`, which then goes on from the next
+    round. Each round depends only on the labels, the round's seed and the acquisition rng, all in the
+    state, so a resumed run gives the records of an uninterrupted one.
     """
 
     def __init__(
@@ -166,8 +172,13 @@ class ActiveLearningLoop:
         settings.check(n)
         self.queried = np.zeros(n, dtype=bool)
         self.labeled = np.zeros(n, dtype=bool)
+        self.skipped = np.zeros(n, dtype=bool)
         self.masks: np.ndarray | None = None  # answers, (N, ...) shaped like the annotator's
         self.n_skipped = 0
+        self.proposed: list[np.ndarray] = []  # every batch put to the annotator, in order (initial set first)
+        self.records: list[RoundRecord] = []
+        self.round = -1  # last round measured
+        self.rng: np.random.Generator | None = None  # the acquisition rng, advanced every round
 
     def _ask(self, indices: np.ndarray) -> None:
         answers = self.annotator.annotate(indices)
@@ -175,17 +186,63 @@ class ActiveLearningLoop:
             self.masks = np.zeros((len(self.images), *answers.masks.shape[1:]), dtype=answers.masks.dtype)
         self.queried[indices] = True
         self.labeled[answers.labeled] = True
+        self.skipped[answers.skipped] = True
         self.masks[answers.labeled] = answers.masks
         self.n_skipped += len(answers.skipped)
 
+    def _propose_and_ask(self, indices: np.ndarray) -> None:
+        self.proposed.append(np.asarray(indices, dtype=np.int64).copy())
+        self._ask(indices)
+
+    def snapshot(self, config_hash: str = "", pool: str = "") -> LoopState:
+        """The loop's state now (after the last round's queries were answered), for :meth:`LoopState.save`."""
+        idx = np.flatnonzero(self.labeled)
+        answers = self.masks[idx] if self.masks is not None else np.zeros(0, dtype=np.uint8)
+        return LoopState(
+            config_hash=config_hash, pool=pool, n_rounds=self.settings.n_rounds, round=self.round,
+            queried=self.queried.copy(), labeled=self.labeled.copy(), skipped=self.skipped.copy(),
+            answer_index=idx, answers=answers.copy(), proposed=[b.copy() for b in self.proposed],
+            rng_state=self.rng.bit_generator.state if self.rng is not None else {},
+            records=[asdict(r) for r in self.records],
+        )
+
+    def restore(self, state: LoopState) -> None:
+        """Continue from ``state`` (written by :meth:`snapshot` for this pool and settings) at the next :meth:`run`."""
+        n = len(self.images)
+        if len(state.queried) != n or state.n_rounds != self.settings.n_rounds:
+            raise ConfigError(
+                f"the loop state is for {len(state.queried)} items and {state.n_rounds} rounds, this run has {n} and"
+                f" {self.settings.n_rounds}; start over in a new hydra.run.dir"
+            )
+        self.queried[:], self.labeled[:], self.skipped[:] = state.queried, state.labeled, state.skipped
+        self.masks = np.zeros((n, *state.answers.shape[1:]), dtype=state.answers.dtype)
+        self.masks[state.answer_index] = state.answers
+        self.n_skipped = int(state.skipped.sum())
+        self.proposed = [np.asarray(b, dtype=np.int64).copy() for b in state.proposed]
+        self.records = [RoundRecord(**r) for r in state.records]
+        self.round = state.round
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = state.rng_state
+
     def run(self) -> list[RoundRecord]:
+        """Run the remaining rounds (all of them unless :meth:`restore` was called); return every round's record."""
         s = self.settings
         n = len(self.images)
-        # The initial set depends on the seed only, so strategies are compared on paired curves.
-        self._ask(np.random.default_rng([self.seed, 0]).choice(n, s.budgets[0], replace=False))
-        rng = np.random.default_rng([self.seed, 1])
-        records = []
-        bar = tqdm(range(s.n_rounds + 1), desc=f"{self.acquisition} seed={self.seed}", disable=not self.progress, leave=True)
+        if not self.proposed:  # a fresh run
+            self.rng = np.random.default_rng([self.seed, 1])
+            # The initial set depends on the seed only, so strategies are compared on paired curves.
+            self._propose_and_ask(np.random.default_rng([self.seed, 0]).choice(n, s.budgets[0], replace=False))
+        else:  # resumed: a batch proposed but not answered yet is put to the annotator again
+            last = self.proposed[-1]
+            if (~self.queried[last]).any():
+                self._ask(last[~self.queried[last]])
+        assert self.rng is not None
+        rng = self.rng
+        start_round = self.round + 1
+        bar = tqdm(
+            range(start_round, s.n_rounds + 1), initial=start_round, total=s.n_rounds + 1,
+            desc=f"{self.acquisition} seed={self.seed}", disable=not self.progress, leave=True,
+        )
         for r in bar:
             start = time.perf_counter()
             if not self.labeled.any():
@@ -220,14 +277,15 @@ class ActiveLearningLoop:
                 t0 = time.perf_counter()
                 selection = acquire(self.acquisition, view, s.batch_at(r), rng, **self.params)
                 select_seconds = time.perf_counter() - t0
-                self._ask(selection.indices)
+                self._propose_and_ask(selection.indices)
             record.selection_seconds = select_seconds
             record.seconds = time.perf_counter() - start
-            records.append(record)
+            self.records.append(record)
+            self.round = r
             bar.set_postfix(score=f"{score:.3f}", labeled=record.n_labeled)
             log.info(
                 "round %d: %d labelled, %d queried (%d skipped), score %.4f, stream corr %.3f, %.1fs",
                 r, record.n_labeled, record.n_queried, record.n_skipped, score, corr, record.seconds,
             )
             self.on_round(record)
-        return records
+        return list(self.records)

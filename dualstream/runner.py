@@ -17,7 +17,10 @@ from dualstream.artifacts import inject_from_config
 from dualstream.loop import ActiveLearningLoop, LoopSettings, TaskModel
 from dualstream.oracle import Annotator, SimulatedAnnotator
 from dualstream.patches import build_pools
-from dualstream.results import RoundRecord, RunResults, area_under_curve, log_area_under_curve
+from dualstream.results import (
+    RESULTS_FILE, RoundRecord, RunResults, area_under_curve, load_results, log_area_under_curve,
+)
+from dualstream.state import LoopState, clear_state, config_hash, pool_fingerprint
 from dualstream.streams.data_stream import DataStream, fit_data_stream
 from dualstream.streams.pixel_stats import pixel_statistics
 from dualstream.streams.task_stream import TaskStream
@@ -97,7 +100,36 @@ def drive_loop(
     Shared by every task: ``items`` are what the annotator is shown (patches, proposal crops) and
     ``streams()`` trains the data stream and makes the task model (inside the logger's lifetime, so a
     failure is logged as one).
+
+    After each round the loop state is saved too (``loop_state.npz``, see :mod:`dualstream.state`);
+    with ``resume`` (default true) a run directory holding a state resumes after its last round, or
+    returns at once when the run is already finished; ``resume=false`` discards the state and starts over.
     """
+    state_hash, fingerprint = config_hash(results.config), pool_fingerprint(items)
+    state = None
+    if cfg.get("resume", True):
+        state = LoopState.load(run_dir)
+        if state is not None:
+            state.check(state_hash, fingerprint, run_dir)
+    elif clear_state(run_dir):
+        log.warning("resume=false: discarded the loop state in %s, starting over", run_dir)
+    if state is not None:
+        results.records = [RoundRecord(**r) for r in state.records]
+        results.extra["aulc"] = area_under_curve(results.records)
+        results.extra["aulc_log2"] = log_area_under_curve(results.records)
+        if state.finished:
+            done = run_dir / RESULTS_FILE
+            if done.exists():  # keep what the finished run measured beside the records (encoder seconds, ...)
+                try:
+                    old = load_results(done)
+                except ValueError:
+                    old = {}
+                for key, value in old.items():
+                    if key not in ("acquisition", "seed", "task", "metric", "config", "records"):
+                        results.extra.setdefault(key, value)
+            results.write(run_dir)
+            log.info("%s: already finished (%d rounds), nothing to do", run_dir, state.round + 1)
+            return results
     tracker = make_tracker(cfg.logger, run_dir, f"{results.acquisition}-s{results.seed}", results.config)
     status = "failed"
     try:
@@ -105,6 +137,8 @@ def drive_loop(
         results.extra.update(encoder_seconds=stream.seconds, encoder_cached=stream.from_cache, encoder_key=stream.key)
 
         def on_round(record: RoundRecord) -> None:
+            # The state first: it is what a rerun resumes from; results.json is rebuilt from it.
+            loop.snapshot(state_hash, fingerprint).save(run_dir)
             results.records.append(record)
             results.extra["aulc"] = area_under_curve(results.records)
             results.extra["aulc_log2"] = log_area_under_curve(results.records)
@@ -113,10 +147,17 @@ def drive_loop(
 
         # Pixel statistics of what the annotator sees (the image channel of proposal crops): fixed per pool.
         static = {"pixel_stats": pixel_statistics(items if items.ndim == 3 else items[:, 0])}
-        ActiveLearningLoop(
+        loop = ActiveLearningLoop(
             items, stream, task, annotator, results.acquisition, cfg.acquisition.get("params") or {}, settings,
             results.seed, on_round=on_round, progress=bool(cfg.get("progress", True)), static_extras=static,
-        ).run()
+        )
+        if state is not None:
+            loop.restore(state)
+            results.extra["resumed_after_round"] = state.round
+            log.info("%s: resuming after round %d of %d", run_dir, state.round, state.n_rounds)
+            for record in results.records:  # a fresh logger run: give it the rounds done before
+                tracker.log({k: v for k, v in record.to_dict().items() if k != "round"}, step=record.round)
+        loop.run()
         status = "success"
     finally:
         tracker.finish(status)
