@@ -145,11 +145,12 @@ def main() -> None:
 
     mark_launcher()  # sweep jobs watch this process and stop when it is gone
     app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(_task)
-    if os.environ.get("HYDRA_FULL_ERROR"):  # the user asked for Hydra's full tracebacks
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":  # the user asked for Hydra's full tracebacks
         app()
         return
     # Hydra prints its errors itself (as tracebacks) unless HYDRA_FULL_ERROR is set: then it raises,
     # and user errors are printed here as one line.
+    previous = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         app()
@@ -176,7 +177,10 @@ def main() -> None:
             " (hydra.sweep.dir with -m) or paths.output_dir"
         )
     finally:
-        os.environ.pop("HYDRA_FULL_ERROR", None)
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous
 
 
 if __name__ == "__main__":

@@ -67,8 +67,9 @@ def test_sweep_then_report(tmp_path, tiny_overrides):
 
 def _write_volumes(tmp_path: Path, image_shape, label_shape) -> tuple[Path, Path]:
     img, lab = tmp_path / "img.tif", tmp_path / "lab.tif"
-    tifffile.imwrite(img, np.zeros(image_shape, dtype=np.uint8))
-    tifffile.imwrite(lab, np.zeros(label_shape, dtype=np.uint8))
+    rng = np.random.default_rng(0)  # a textured image and labels with foreground: only the case's flaw is wrong
+    tifffile.imwrite(img, (rng.random(image_shape) * 255).astype(np.uint8))
+    tifffile.imwrite(lab, ((rng.random(label_shape) > 0.7) * 255).astype(np.uint8))
     return img, lab
 
 
@@ -121,3 +122,81 @@ def test_hdf5_volume_with_test_split_files(tmp_path, tiny_overrides):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["pool_size"] == 8 and results["test_size"] == 4
+
+
+PLUGIN = """
+import numpy as np
+
+from dualstream.acquisition import PoolView, Selection, register
+
+
+@register("my_strategy")
+def my_strategy(view: PoolView, batch_size: int, rng, alpha: float = 1.0) -> Selection:
+    utilities = np.full(len(view), np.nan)
+    utilities[view.candidates] = alpha * view.typicality[view.candidates]
+    order = np.argsort(-utilities[view.candidates], kind="stable")
+    return Selection(view.candidates[order[:batch_size]], utilities)
+"""
+
+
+def test_readme_recipe_user_acquisition_module(tmp_path, tiny_overrides):
+    """README "Adding an acquisition function": a module on PYTHONPATH, named by acquisition.module."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "my_plugin.py").write_text(PLUGIN)
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": f"{plugins}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    args = [
+        *tiny_overrides, "logger=none", f"hydra.run.dir={run_dir}",
+        "acquisition=random", "acquisition.name=my_strategy", "acquisition.module=my_plugin", "+acquisition.params.alpha=2.0",
+    ]
+    proc = subprocess.run([str(BIN / "dualstream"), *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["acquisition"] == "my_strategy"
+    assert results["config"]["acquisition"]["params"] == {"alpha": 2.0}
+    assert [r["n_queried"] for r in results["records"]] == [4, 8]
+    # a parameter the function does not take is refused before training
+    bad = subprocess.run(
+        [str(BIN / "dualstream"), *args[:-1], "+acquisition.params.beta=1", f"hydra.run.dir={tmp_path / 'bad'}"],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert bad.returncode == 2 and "acquisition.params.beta: not a parameter of my_strategy" in bad.stderr, bad.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_sweep_with_one_bad_job_runs_the_others_and_exits_2(tmp_path, tiny_overrides):
+    sweep = tmp_path / "sweep"
+    proc = dualstream(
+        "-m", *tiny_overrides, "logger=none", "acquisition=random", "loop.batch=4,abc", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("dualstream: error:")]
+    assert any("job 1 (" in line and "loop.batch=abc" in line and "loop.batch: expected an integer" in line for line in errors), errors
+    assert "1 job(s) of the sweep failed" in errors[-1]
+    assert len(list(sweep.glob("*/results.json"))) == 1  # the good job finished
+    assert len(list(sweep.glob("*/error.txt"))) == 1
+
+
+def test_encoder_progress_only_when_asked(tmp_path, caplog):
+    import logging
+
+    from dualstream.streams.data_stream import fit_data_stream
+    from dualstream.trainer import set_progress
+
+    images = np.random.default_rng(0).random((12, 16, 16)).astype(np.float32)
+    enc = {"name": "simclr", "steps": 4, "batch_size": 4, "typicality_k": 3, "module": {"width": 4, "depth": 1, "embed_dim": 8, "proj_dim": 8}}
+    try:
+        for shown in (False, True):
+            set_progress(shown)
+            caplog.clear()
+            with caplog.at_level(logging.INFO, logger="dualstream.trainer"):
+                fit_data_stream(images, enc, {"accelerator": "cpu"}, 0, None)
+            steps = [r.getMessage() for r in caplog.records if "step" in r.getMessage()]
+            if shown:
+                assert any("encoder (simclr): step 4/4" in m for m in steps), steps
+            else:
+                assert steps == []
+    finally:
+        set_progress(False)

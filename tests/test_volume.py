@@ -298,3 +298,61 @@ def test_check_aligned(tmp_path):
     msg = str(err.value)
     assert "other.h5:lab" in msg and "img.h5:raw" in msg
     assert "(2, 4, 5)" in msg and "(2, 4, 4)" in msg
+
+
+# --- intensity range (data-driven, once per volume) --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "arr, expected",
+    [
+        (np.array([[[0, 40, 250]]], np.uint8), (0.0, 255.0)),  # 8-bit spanning its range: dtype scaling
+        (np.array([[[-100, 0, 120]]], np.int8), (-128.0, 127.0)),
+        (np.array([[[0.0, 0.3, 1.0]]], np.float32), (0.0, 1.0)),  # floats in [0, 1] kept
+    ],
+)
+def test_intensity_range_keeps_dtype_or_unit_range(arr, expected):
+    from dualstream.volume import intensity_range
+
+    assert intensity_range(Volume(arr, (1.0, 1.0, 1.0), "mem")) == expected
+
+
+@pytest.mark.parametrize("dtype, high", [(np.uint16, 4095), (np.float32, 255.0), (np.uint8, 100)])
+def test_intensity_range_from_the_data(dtype, high):
+    from dualstream.volume import intensity_range
+
+    arr = np.linspace(0, high, 3 * 40 * 40).reshape(3, 40, 40).astype(dtype)
+    lo, hi = intensity_range(Volume(arr, (1.0, 1.0, 1.0), "mem"))
+    assert 0 <= lo < 0.01 * high and 0.98 * high <= hi <= high
+
+
+def test_intensity_range_configured_and_its_errors():
+    from dualstream.errors import ConfigError
+    from dualstream.volume import intensity_range
+
+    vol = Volume(_vol((2, 4, 5)), (1.0, 1.0, 1.0), "mem")
+    assert intensity_range(vol, [10, 200]) == (10.0, 200.0)
+    for bad in ([200, 10], [1], ["a", 2]):
+        with pytest.raises(ConfigError, match="data.intensity_range"):
+            intensity_range(vol, bad)
+
+
+def test_intensity_range_rejects_nan_and_constant():
+    from dualstream.volume import intensity_range
+
+    nan = np.ones((2, 4, 4), np.float32)
+    nan[1, 0, :3] = np.nan
+    with pytest.raises(DataError, match=r"nan.tif: 3 of 32 voxels .* NaN or Inf"):
+        intensity_range(Volume(nan, (1.0, 1.0, 1.0), "nan.tif"))
+    with pytest.raises(DataError, match="const.h5:raw: every sampled voxel of data.image is 7"):
+        intensity_range(Volume(np.full((3, 4, 4), 7, np.uint16), (1.0, 1.0, 1.0), "const.h5:raw"))
+
+
+def test_spec_path():
+    from pathlib import Path
+
+    from dualstream.volume import spec_path
+
+    assert spec_path("a/b.h5:raw") == Path("a/b.h5")
+    assert spec_path("a/b.h5") == Path("a/b.h5")
+    assert spec_path("dir/of/pngs") == Path("dir/of/pngs")
