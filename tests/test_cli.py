@@ -139,6 +139,7 @@ def my_strategy(view: PoolView, batch_size: int, rng, alpha: float = 1.0) -> Sel
 """
 
 
+@pytest.mark.slow
 def test_readme_recipe_user_acquisition_module(tmp_path, tiny_overrides):
     """README "Adding an acquisition function": a module on PYTHONPATH, named by acquisition.module."""
     plugins = tmp_path / "plugins"
