@@ -80,3 +80,7 @@ def dualstream_acquisition(
 ) -> Selection:
     """Uncertain **and** typical, diverse within the batch (k-means in the frozen embedding)."""
     return select_by_utility(view, dualstream_utility(view, beta, gate), batch_size, rng, diverse, factor)
+
+
+# Today's formula under a name that will not move when `dualstream` is switched to a newer one.
+register("dualstream_v1")(dualstream_acquisition)
