@@ -154,6 +154,7 @@ def drive_loop(
         if state is not None:
             loop.restore(state)
             results.extra["resumed_after_round"] = state.round
+            results.write(run_dir)  # the restored records, in case an earlier stage rewrote the file (detect)
             log.info("%s: resuming after round %d of %d", run_dir, state.round, state.n_rounds)
             for record in results.records:  # a fresh logger run: give it the rounds done before
                 tracker.log({k: v for k, v in record.to_dict().items() if k != "round"}, step=record.round)
