@@ -7,6 +7,7 @@ blockwise (:mod:`.geometry`), never ``N x N``.
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse
 
 from dualstream.acquisition.base import PoolView, Selection, register
 from dualstream.acquisition.extras import require_extra
@@ -20,6 +21,8 @@ from dualstream.acquisition.geometry import (
     sq_norms,
 )
 from dualstream.errors import ConfigError
+from dualstream.streams import knn as knn_mod
+from dualstream.streams.knn import EXACT_BELOW, LRU, fingerprint
 
 SPACES = ("data", "task")
 
@@ -91,6 +94,63 @@ def auto_delta(embedding: np.ndarray, k: int, rng: np.random.Generator, n_sample
     return float(np.median(kth_neighbour_distance(embedding, k, rng, n_sample)))
 
 
+_GRAPHS = LRU(2)
+
+
+def ball_graph(x: np.ndarray, radius: float, max_edges: int, exact_below: int = EXACT_BELOW, nprobe: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """CSR ``(indptr, indices)`` of the ``radius``-ball graph of ``x`` ``(N, D)``, memoised in-process.
+
+    The graph depends only on the frozen embedding and the radius, so it is built once and reused
+    every round (two-entry LRU keyed by :func:`~dualstream.streams.knn.fingerprint`). Below
+    ``exact_below`` items: the exact :func:`radius_graph` (``O(N^2 D / 2)``). From there on (with
+    faiss): the blocked inverted file of :mod:`dualstream.streams.knn` (``O(N^1.5 D)``): pairs within
+    ``radius`` among each list and its ``nprobe`` nearest lists, made symmetric by union, so a pair
+    is missed only if neither item's list probes the other's.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n = len(x)
+    approx = n >= exact_below and knn_mod.have_faiss()
+    key = (fingerprint(x), float(radius), int(max_edges), approx, nprobe if approx else None)
+
+    def make() -> tuple[np.ndarray, np.ndarray]:
+        if not approx:
+            return radius_graph(x, radius, max_edges=max_edges)
+        return _approx_radius_graph(x, radius, max_edges, nprobe)
+
+    return _GRAPHS.get_or_make(key, make)
+
+
+def _approx_radius_graph(x: np.ndarray, radius: float, max_edges: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+    n = len(x)
+    part = knn_mod.partition(x)
+    d2max = float(radius) ** 2
+    src: list[np.ndarray] = []
+    dst: list[np.ndarray] = []
+    n_pairs = 0
+    with knn_mod.torch_threads(None):
+        for rows, cand, d2 in knn_mod.blocked_pairs(x, part, nprobe):
+            r, c = np.nonzero((d2 <= d2max).numpy())
+            keep = rows[r] != cand[c]  # self-loops are added once below
+            src.append(rows[r[keep]].astype(np.int32))
+            dst.append(cand[c[keep]].astype(np.int32))
+            n_pairs += int(keep.sum())
+            if n_pairs + n > max_edges:
+                raise ConfigError(
+                    f"delta={radius:.4g} makes a ball graph with more than {max_edges} edges; "
+                    "lower acquisition.params.delta (or k) or raise acquisition.params.max_edges"
+                )
+    own = np.arange(n, dtype=np.int32)
+    s_all = np.concatenate(src + dst + [own])
+    d_all = np.concatenate(dst + src + [own])
+    del src, dst
+    graph = scipy.sparse.csr_matrix((np.ones(len(s_all), dtype=np.int8), (s_all, d_all)), shape=(n, n))
+    graph.sum_duplicates()  # a pair found from both sides, and the union, counts once
+    return graph.indptr.astype(np.int64), graph.indices.astype(np.int32, copy=False)
+
+
+_DELTAS = LRU(4)
+
+
 @register("probcover")
 def probcover_acquisition(
     view: PoolView,
@@ -99,7 +159,9 @@ def probcover_acquisition(
     delta: float | str = "auto",
     k: int = 10,
     delta_sample: int = 2000,
-    max_edges: int = 20_000_000,
+    max_edges: int | None = None,
+    exact_below: int = EXACT_BELOW,
+    nprobe: int = 6,
 ) -> Selection:
     """ProbCover (Yehuda et al. 2022): greedy maximum coverage of ``delta``-balls in the data embedding.
 
@@ -113,17 +175,29 @@ def probcover_acquisition(
         delta: ball radius, or ``"auto"`` = :func:`auto_delta` (median distance to the ``k``-th
             nearest neighbour over ``delta_sample`` random items).
         max_edges: refuse (``ConfigError``) a radius whose graph has more directed edges (~13 bytes
-            each at the peak; the default 2e7 is a mean ball of 200 items on a 1e5 pool).
+            each at the peak); default ``max(2e7, 50 N)`` (2e7 is a mean ball of 200 items on a 1e5 pool).
+        exact_below, nprobe: pools from ``exact_below`` items on get the approximate ball graph
+            (:func:`ball_graph`) and an ``"auto"`` radius estimated once per embedding (sample drawn
+            with a fixed seed, so it does not change between rounds); smaller pools are unchanged.
 
-    Cost: time ``O(N^2 D / 2)`` for the graph (exact, no index), memory ``O(N + E)``, ``E`` = N x
-    mean ball size. Deviations: radius rule (see :func:`auto_delta`); no top-5 randomisation.
+    Cost: the ball graph is built once per embedding and radius (:func:`ball_graph`, memoised):
+    ``O(N^2 D / 2)`` exact below ``exact_below`` items, ``O(N^1.5 D)`` above; memory ``O(N + E)``,
+    ``E`` = N x mean ball size, never ``N x N``. Per round: ``O(E)`` for the counts plus the greedy
+    picks. Deviations: radius rule (see :func:`auto_delta`); no top-5 randomisation.
 
     Returns:
         ``(B,)`` indices in pick order; ``(N,)`` utilities = number of uncovered items each
         candidate's ball covers at the start of the round, NaN on queried items.
     """
     x = view.embedding
-    if delta == "auto":
+    n = len(view)
+    big = n >= exact_below
+    if max_edges is None:
+        max_edges = max(20_000_000, 50 * n)
+    if delta == "auto" and big:  # once per embedding: a per-round radius would rebuild the graph
+        key = (fingerprint(np.ascontiguousarray(x, dtype=np.float32)), int(k), int(delta_sample))
+        radius = _DELTAS.get_or_make(key, lambda: auto_delta(x, k, np.random.default_rng(0), delta_sample))
+    elif delta == "auto":
         radius = auto_delta(x, k, rng, delta_sample)
     else:
         try:
@@ -132,8 +206,7 @@ def probcover_acquisition(
             raise ConfigError(f"acquisition.params.delta must be a number or 'auto', got {delta!r}") from None
         if not radius >= 0:
             raise ConfigError(f"acquisition.params.delta must be >= 0, got {delta!r}")
-    indptr, indices = radius_graph(x, radius, max_edges=max_edges)
-    n = len(view)
+    indptr, indices = ball_graph(x, radius, int(max_edges), exact_below, nprobe)
     covered = np.zeros(n, dtype=bool)
     covered[gather_neighbours(indptr, indices, np.flatnonzero(view.queried))] = True
     # counts[i] = uncovered items in ball(i); every row holds at least itself, so no empty segment.

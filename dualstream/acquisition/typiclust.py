@@ -1,4 +1,16 @@
-"""TypiClust (Hacohen et al. 2022): the most typical item of the largest uncovered clusters."""
+"""TypiClust (Hacohen et al. 2022): the most typical item of the largest uncovered clusters.
+
+Two regimes, switched by ``exact_below`` (pool size, default 50 000):
+
+- small pools: k-means of :mod:`.geometry` and exact kNN within each cluster
+  (``O(N^2 D / K)``), exactly as before the big-pool path existed;
+- big pools: FAISS k-means (``O(fit_sample K D)`` per iteration, then one ``O(N K D)``
+  assignment), and within-cluster typicality from one *global* approximate kNN of ``2k``
+  neighbours (:func:`dualstream.streams.knn.knn_cached`, computed once per frozen embedding and
+  memoised in-process), restricted to each item's own cluster (:func:`cluster_typicality_from_knn`).
+  Per round: ``O(N K D + N k)``, memory ``O(N k)``. The cluster assignment itself is not memoised:
+  ``K`` grows with the queried count every round.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +22,8 @@ import torch
 
 from dualstream.acquisition.base import PoolView, Selection, masked_utilities, register
 from dualstream.acquisition.geometry import BLOCK_ELEMS, kmeans
+from dualstream.streams import knn as knn_mod
+from dualstream.streams.knn import EXACT_BELOW, knn_cached
 from dualstream.streams.typicality import knn_distances
 
 
@@ -39,6 +53,50 @@ def cluster_typicality(embedding: np.ndarray, assign: np.ndarray, k: int = 20) -
     return typ
 
 
+def cluster_typicality_from_knn(dist: np.ndarray, idx: np.ndarray, assign: np.ndarray, k: int = 20) -> np.ndarray:
+    """``(N,)`` float64 within-cluster typicality from global neighbours (the big-pool approximation).
+
+    Same definition as :func:`cluster_typicality` (``k_c = min(k, size // 2)``, 0 for single-item
+    clusters), but the ``k_c`` nearest same-cluster members are looked for only among each item's
+    ``K'`` global neighbours ``dist``/``idx`` ``(N, K')``. When fewer than ``k_c`` are there, the missing
+    ones are counted at the ``K'``-th global distance, a lower bound on their true distance (exact for
+    items inside their cluster, optimistic for items on a cluster border, which are rarely the most
+    typical). Time and memory ``O(N K')``.
+    """
+    if len(assign) == 0:
+        return np.zeros(0)
+    sizes = np.bincount(assign)
+    k_c = np.minimum(k, np.maximum(1, sizes // 2))[assign]
+    same = assign[idx] == assign[:, None]
+    use = same & (np.cumsum(same, axis=1) <= k_c[:, None])
+    found = use.sum(axis=1)
+    total = np.where(use, dist, 0.0).sum(axis=1, dtype=np.float64) + (k_c - found) * dist[:, -1].astype(np.float64)
+    typ = 1.0 / (total / k_c + 1e-8)
+    typ[sizes[assign] < 2] = 0.0
+    return typ
+
+
+def _kmeans_large(x: np.ndarray, n_clusters: int, rng: np.random.Generator, fit_sample: int, niter: int = 20) -> np.ndarray:
+    """``(N,)`` int64 cluster of each item: FAISS k-means (``niter`` iterations from a k-means++ seeding)
+    on ``min(N, fit_sample)`` random items, then every item to its nearest centroid; :func:`kmeans`
+    without faiss. Seeded from ``rng``."""
+    if not knn_mod.have_faiss():
+        return kmeans(x, n_clusters, rng, fit_sample=fit_sample)[1]
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n = len(x)
+    sample = x if n <= fit_sample else np.ascontiguousarray(x[np.sort(rng.choice(n, size=fit_sample, replace=False))])
+    seed = int(rng.integers(2**31 - 1))
+    # k-means++ seeding (one Lloyd step of :func:`kmeans` on the sample): FAISS' random init alone
+    # can merge two small blobs and split a big one.
+    init, _ = kmeans(sample, n_clusters, rng, iters=1)
+    with knn_mod.faiss_threads(None):
+        km = knn_mod.faiss.Kmeans(
+            x.shape[1], n_clusters, niter=niter, seed=seed, min_points_per_centroid=1, max_points_per_centroid=max(1, len(sample))
+        )
+        km.train(sample, init_centroids=init)
+        return knn_mod._nearest_centroid(x, np.ascontiguousarray(km.centroids, dtype=np.float32))
+
+
 @contextmanager
 def _single_thread() -> Iterator[None]:
     """Run torch single-threaded, then restore: the per-cluster kNN calls are small (``~N / K`` items),
@@ -61,6 +119,7 @@ def typiclust_acquisition(
     max_clusters: int = 500,
     min_cluster_size: int = 5,
     fit_per_cluster: int = 50,
+    exact_below: int = EXACT_BELOW,
 ) -> Selection:
     """TypiClust: cover the data embedding's clusters with their most typical items.
 
@@ -75,16 +134,26 @@ def typiclust_acquisition(
     ``min_cluster_size`` items (the authors' code drops them) are used only when no other cluster has
     candidates left, so a batch can always be filled.
 
+    From ``exact_below`` items on (see the module docstring), k-means is FAISS' (same sample size,
+    20 iterations) and the within-cluster typicality comes from one memoised global kNN of ``2k``
+    neighbours (:func:`cluster_typicality_from_knn`); smaller pools keep the exact path.
+
     Returns:
         ``(B,)`` indices in pick order; ``(N,)`` utilities = each candidate's within-cluster
         typicality (comparable within a cluster, not across clusters), NaN on queried items.
     """
     n = len(view)
     n_clusters = max(1, min(int(view.queried.sum()) + batch_size, int(max_clusters), n))
-    _, assign = kmeans(view.embedding, n_clusters, rng, fit_sample=max(fit_per_cluster * n_clusters, 20_000))
+    fit_sample = max(fit_per_cluster * n_clusters, 20_000)
+    if n < exact_below:
+        _, assign = kmeans(view.embedding, n_clusters, rng, fit_sample=fit_sample)
+        typ = cluster_typicality(view.embedding, assign, k)
+    else:
+        assign = _kmeans_large(view.embedding, n_clusters, rng, fit_sample)
+        dist, idx = knn_cached(view.embedding, 2 * k, exact_below=exact_below)
+        typ = cluster_typicality_from_knn(dist, idx, assign, k)
     sizes = np.bincount(assign, minlength=n_clusters)
     counts = np.bincount(assign[view.queried], minlength=n_clusters)
-    typ = cluster_typicality(view.embedding, assign, k)
     cand = view.candidates
     # Candidates grouped by cluster, most typical first within each (index breaks ties).
     ranked = cand[np.lexsort((cand, -typ[cand], assign[cand]))]

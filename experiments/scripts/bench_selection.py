@@ -1,0 +1,153 @@
+#!/usr/bin/env python
+"""Time the typicality pass and one selection round on a synthetic pool of any size.
+
+    python experiments/scripts/bench_selection.py --n 1000000 --dim 128 --acquisition typiclust --batch 100 --json
+
+The pool: a Gaussian mixture embedding ``(N, dim)`` float32 (64 clusters, each a random 16-dim
+linear subspace around its centre plus small isotropic noise, so the intrinsic dimension is low as
+in real learned embeddings), uncertainty ``U(0, 1)``, the extras ``margin``, ``least_confidence``,
+``bald`` (random), and ``--queried-share`` of the items already queried. Typicality is the real
+data-stream pass, :func:`dualstream.streams.typicality.knn_typicality` (``k=20``), timed on its
+own; then ``--repeats`` selections of ``--batch`` items with :func:`dualstream.acquisition.acquire`
+(in-process memos, e.g. ProbCover's ball graph, are kept between repeats, as between the rounds of
+a run: the first repeat pays the one-off work, the later ones show the per-round cost).
+
+Reported per phase: wall seconds, CPU seconds of this process, and peak memory. Peak memory is the
+process's peak resident set size (Linux ``VmHWM`` from ``/proc/self/status``, reset to the current
+RSS through ``/proc/self/clear_refs`` before each phase) minus the RSS at the phase start: it counts
+numpy, torch and FAISS allocations, unlike tracemalloc. Where ``clear_refs`` is not writable the
+``ru_maxrss`` high-water mark is reported instead (not reset between phases; ``memory_source`` says
+which). The last stdout line is one JSON object with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import time
+
+import numpy as np
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class Phase:
+    """Wall/CPU seconds and peak extra resident memory (MiB) of a ``with`` block."""
+
+    def __enter__(self) -> "Phase":
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")  # reset VmHWM to the current RSS
+            self.source = "VmHWM"
+        except OSError:
+            self.source = "ru_maxrss"
+        self.base = _status_kib("VmRSS") if self.source == "VmHWM" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self.t0
+        self.cpu_seconds = time.process_time() - self.c0
+        peak = _status_kib("VmHWM") if self.source == "VmHWM" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self.peak_mib = max(0, (peak or 0) - (self.base or 0)) / 1024
+
+
+def make_embedding(n: int, dim: int, seed: int, clusters: int = 64, latent: int = 16, noise: float = 0.05) -> np.ndarray:
+    """``(n, dim)`` float32 Gaussian mixture: ``clusters`` centres ``N(0, I)``, each cluster a
+    ``latent``-dim Gaussian in a random subspace (scale ~0.5 per direction) plus ``noise`` isotropic."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim), dtype=np.float32)
+    assign = rng.integers(clusters, size=n)
+    emb = np.empty((n, dim), dtype=np.float32)
+    for c in range(clusters):
+        rows = np.flatnonzero(assign == c)
+        basis = rng.standard_normal((latent, dim), dtype=np.float32) * np.float32(0.5 / np.sqrt(latent))
+        z = rng.standard_normal((len(rows), latent), dtype=np.float32)
+        emb[rows] = centres[c] + z @ basis
+    emb += noise * rng.standard_normal((n, dim), dtype=np.float32)
+    return emb
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=100_000, help="pool size")
+    ap.add_argument("--dim", type=int, default=128, help="embedding dimension")
+    ap.add_argument("--acquisition", default="typiclust", help="registered strategy name, or 'none' to time only the typicality pass")
+    ap.add_argument("--batch", type=int, default=100, help="batch size")
+    ap.add_argument("--queried-share", type=float, default=0.01, help="share of the pool already queried")
+    ap.add_argument("--repeats", type=int, default=1, help="selection rounds (in-process memos kept between them)")
+    ap.add_argument("--typicality-k", type=int, default=20)
+    ap.add_argument("--knn-method", default="auto", help="knn method of the typicality pass: auto | exact | ivf | hnsw")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true", help="print the result as one JSON line at the end")
+    ap.add_argument("--verbose", action="store_true", help="INFO logs (index builds, recall)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+
+    import torch
+
+    from dualstream.acquisition import PoolView, acquire
+    from dualstream.streams import knn as knn_mod
+    from dualstream.streams.typicality import knn_typicality
+
+    rng = np.random.default_rng(args.seed)
+    emb = make_embedding(args.n, args.dim, args.seed)
+    n = args.n
+    queried = np.zeros(n, dtype=bool)
+    queried[rng.choice(n, size=int(args.queried_share * n), replace=False)] = True
+    extras = {"margin": rng.random(n), "least_confidence": rng.random(n), "bald": rng.random(n)}
+
+    with Phase() as typ_phase:
+        typicality = knn_typicality(emb, args.typicality_k, method=args.knn_method)
+    knn_info = dict(knn_mod.LAST_RUN)
+    view = PoolView(emb, typicality, rng.random(n), queried, extras)
+
+    result = {
+        "n": n,
+        "dim": args.dim,
+        "batch": args.batch,
+        "queried": int(queried.sum()),
+        "acquisition": args.acquisition,
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "faiss": knn_mod.have_faiss(),
+        "typicality": {
+            "seconds": round(typ_phase.seconds, 3),
+            "cpu_seconds": round(typ_phase.cpu_seconds, 3),
+            "peak_extra_mib": round(typ_phase.peak_mib, 1),
+            "knn": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in knn_info.items()},
+        },
+        "memory_source": typ_phase.source,
+        "selection": [],
+    }
+    if args.acquisition != "none":
+        for r in range(args.repeats):
+            with Phase() as sel_phase:
+                sel = acquire(args.acquisition, view, args.batch, np.random.default_rng(args.seed + r))
+            assert len(sel.indices) == args.batch
+            result["selection"].append(
+                {"seconds": round(sel_phase.seconds, 3), "cpu_seconds": round(sel_phase.cpu_seconds, 3), "peak_extra_mib": round(sel_phase.peak_mib, 1)}
+            )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
