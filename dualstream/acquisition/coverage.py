@@ -126,19 +126,21 @@ def _approx_radius_graph(x: np.ndarray, radius: float, max_edges: int, nprobe: i
     d2max = float(radius) ** 2
     src: list[np.ndarray] = []
     dst: list[np.ndarray] = []
-    n_pairs = 0
-    with knn_mod.torch_threads(None):
-        for rows, cand, d2 in knn_mod.blocked_pairs(x, part, nprobe):
-            r, c = np.nonzero((d2 <= d2max).numpy())
-            keep = rows[r] != cand[c]  # self-loops are added once below
-            src.append(rows[r[keep]].astype(np.int32))
-            dst.append(cand[c[keep]].astype(np.int32))
-            n_pairs += int(keep.sum())
-            if n_pairs + n > max_edges:
-                raise ConfigError(
-                    f"delta={radius:.4g} makes a ball graph with more than {max_edges} edges; "
-                    "lower acquisition.params.delta (or k) or raise acquisition.params.max_edges"
-                )
+    n_pairs = [0]
+
+    def edges(rows: np.ndarray, cand: np.ndarray, d2) -> None:
+        r, c = np.nonzero((d2 <= d2max).numpy())
+        keep = rows[r] != cand[c]  # self-loops are added once below
+        src.append(rows[r[keep]].astype(np.int32))  # list.append is atomic under the GIL
+        dst.append(cand[c[keep]].astype(np.int32))
+        n_pairs[0] += int(keep.sum())
+        if n_pairs[0] + n > max_edges:
+            raise ConfigError(
+                f"delta={radius:.4g} makes a ball graph with more than {max_edges} edges; "
+                "lower acquisition.params.delta (or k) or raise acquisition.params.max_edges"
+            )
+
+    knn_mod.blocked_pairs(x, part, nprobe, edges)
     own = np.arange(n, dtype=np.int32)
     s_all = np.concatenate(src + dst + [own])
     d_all = np.concatenate(dst + src + [own])
