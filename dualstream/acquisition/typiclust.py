@@ -4,8 +4,8 @@ Two regimes, switched by ``exact_below`` (pool size, default 50 000):
 
 - small pools: k-means of :mod:`.geometry` and exact kNN within each cluster
   (``O(N^2 D / K)``), exactly as before the big-pool path existed;
-- big pools: FAISS k-means (``O(fit_sample K D)`` per iteration, then one ``O(N K D)``
-  assignment), and within-cluster typicality from one *global* approximate kNN of ``2k``
+- big pools: the same k-means (``O(fit_sample K D)`` per iteration, then one ``O(N K D)``
+  assignment; FAISS' k-means was slower here, its OpenMP threads spin on a busy machine), and within-cluster typicality from one *global* approximate kNN of ``2k``
   neighbours (:func:`dualstream.streams.knn.knn_cached`, computed once per frozen embedding and
   memoised in-process), restricted to each item's own cluster (:func:`cluster_typicality_from_knn`).
   Per round: ``O(N K D + N k)``, memory ``O(N k)``. The cluster assignment itself is not memoised:
@@ -22,7 +22,6 @@ import torch
 
 from dualstream.acquisition.base import PoolView, Selection, masked_utilities, register
 from dualstream.acquisition.geometry import BLOCK_ELEMS, kmeans
-from dualstream.streams import knn as knn_mod
 from dualstream.streams.knn import EXACT_BELOW, knn_cached
 from dualstream.streams.typicality import knn_distances
 
@@ -76,27 +75,6 @@ def cluster_typicality_from_knn(dist: np.ndarray, idx: np.ndarray, assign: np.nd
     return typ
 
 
-def _kmeans_large(x: np.ndarray, n_clusters: int, rng: np.random.Generator, fit_sample: int, niter: int = 20) -> np.ndarray:
-    """``(N,)`` int64 cluster of each item: FAISS k-means (``niter`` iterations from a k-means++ seeding)
-    on ``min(N, fit_sample)`` random items, then every item to its nearest centroid; :func:`kmeans`
-    without faiss. Seeded from ``rng``."""
-    if not knn_mod.have_faiss():
-        return kmeans(x, n_clusters, rng, fit_sample=fit_sample)[1]
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    n = len(x)
-    sample = x if n <= fit_sample else np.ascontiguousarray(x[np.sort(rng.choice(n, size=fit_sample, replace=False))])
-    seed = int(rng.integers(2**31 - 1))
-    # k-means++ seeding (one Lloyd step of :func:`kmeans` on the sample): FAISS' random init alone
-    # can merge two small blobs and split a big one.
-    init, _ = kmeans(sample, n_clusters, rng, iters=1)
-    with knn_mod.faiss_threads(None):
-        km = knn_mod.faiss.Kmeans(
-            x.shape[1], n_clusters, niter=niter, seed=seed, min_points_per_centroid=1, max_points_per_centroid=max(1, len(sample))
-        )
-        km.train(sample, init_centroids=init)
-        return knn_mod._nearest_centroid(x, np.ascontiguousarray(km.centroids, dtype=np.float32))
-
-
 @contextmanager
 def _single_thread() -> Iterator[None]:
     """Run torch single-threaded, then restore: the per-cluster kNN calls are small (``~N / K`` items),
@@ -134,9 +112,8 @@ def typiclust_acquisition(
     ``min_cluster_size`` items (the authors' code drops them) are used only when no other cluster has
     candidates left, so a batch can always be filled.
 
-    From ``exact_below`` items on (see the module docstring), k-means is FAISS' (same sample size,
-    20 iterations) and the within-cluster typicality comes from one memoised global kNN of ``2k``
-    neighbours (:func:`cluster_typicality_from_knn`); smaller pools keep the exact path.
+    From ``exact_below`` items on (see the module docstring), the within-cluster typicality comes
+    from one memoised global kNN of ``2k`` neighbours (:func:`cluster_typicality_from_knn`); smaller pools keep the exact path.
 
     Returns:
         ``(B,)`` indices in pick order; ``(N,)`` utilities = each candidate's within-cluster
@@ -149,7 +126,7 @@ def typiclust_acquisition(
         _, assign = kmeans(view.embedding, n_clusters, rng, fit_sample=fit_sample)
         typ = cluster_typicality(view.embedding, assign, k)
     else:
-        assign = _kmeans_large(view.embedding, n_clusters, rng, fit_sample)
+        _, assign = kmeans(view.embedding, n_clusters, rng, fit_sample=fit_sample)
         dist, idx = knn_cached(view.embedding, 2 * k, exact_below=exact_below)
         typ = cluster_typicality_from_knn(dist, idx, assign, k)
     sizes = np.bincount(assign, minlength=n_clusters)

@@ -257,7 +257,8 @@ def partition(x: np.ndarray, nlist: int | None = None, seed: int = 0, train_per_
         m = min(n, max(nlist, train_per_list * nlist))
         sample = x if m >= n else np.ascontiguousarray(x[np.sort(rng.choice(n, size=m, replace=False))])
         km = faiss.Kmeans(dim, nlist, niter=niter, seed=seed, min_points_per_centroid=1, max_points_per_centroid=train_per_list + 1)
-        km.train(sample)
+        with faiss_threads(1):  # FAISS' OpenMP threads spin-wait on a busy machine: 1 is faster there
+            km.train(sample)
         centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
         part = Partition(centroids, _nearest_centroid(x, centroids))
         log.info("knn: %d lists over %d x %d (k-means on %d items), %.1fs", nlist, n, dim, m, time.perf_counter() - t0)
