@@ -42,7 +42,7 @@ from dualstream.matching import (
 )
 from dualstream.models.segmentation import SegmentationModule
 from dualstream.patches import open_split, read_section, tile_origins
-from dualstream.streams.data_stream import _locked
+from dualstream.disk_cache import locked
 from dualstream.trainer import build_trainer
 from dualstream.volume import Volume, check_aligned
 
@@ -270,7 +270,7 @@ def run_detector(
     if cache_dir is None:
         return compute()
     folder = Path(cache_dir) / "detectors" / key
-    with _locked(folder.with_suffix(".lock")):
+    with locked(folder.with_suffix(".lock")):
         meta_path = folder / "meta.json"
         if meta_path.exists():
             log.info("detector: loaded probabilities %s from cache", key)

@@ -65,7 +65,10 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunResults:
 
     def streams() -> tuple[DataStream, TaskStream]:
         stream = fit_data_stream(pool.images, cfg.encoder, cfg.trainer, int(cfg.encoder.seed), cfg.paths.get("cache_dir"))
-        return stream, TaskStream(cfg.model, cfg.trainer, pool.images, test.images, test.labels)
+        cache = cfg.paths.get("cache_dir")
+        # Round 0 (the seed's random initial set) is the same fit for every acquisition: train it once.
+        fits = Path(cache) / "fits" if cache else None
+        return stream, TaskStream(cfg.model, cfg.trainer, pool.images, test.images, test.labels, fit_cache=fits)
 
     annotator = SimulatedAnnotator(pool.labels, pool.ignore_share, cfg.loop.artifact_threshold)
     return drive_loop(cfg, run_dir, results, pool.images, streams, annotator, settings)

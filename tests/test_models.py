@@ -75,6 +75,36 @@ def test_task_stream_learns_and_scores_the_pool():
     assert u.shape == (24,) and np.all((u >= 0) & (u <= 1))
 
 
+def test_first_fit_is_cached_and_gives_what_training_gives(tmp_path):
+    """A loaded first fit scores, predicts and MC-samples exactly like the fit it replaces."""
+    images, masks = _stripes(16)
+    cfg = {"steps": 6, "batch_size": 4, "module": {"width": 4, "depth": 2, "mc_samples": 3, "dropout": 0.3}}
+    outputs = []
+    for cache in (None, tmp_path / "fits", tmp_path / "fits"):  # no cache, write, read
+        task = TaskStream(cfg, CPU, images, images[:4], masks[:4], fit_cache=cache)
+        loss = task.fit(images[:6], masks[:6], seed=3)
+        outputs.append((loss, task.score(), task.pool_uncertainty(), task.pool_extras()["bald"]))
+        task.fit(images[:8], masks[:8], seed=4)  # later fits are never cached
+    assert len(list((tmp_path / "fits").glob("*/fit.pt"))) == 1
+    for loss, score, u, bald in outputs[1:]:
+        assert loss == outputs[0][0] and score == outputs[0][1]
+        assert np.array_equal(u, outputs[0][2]) and np.array_equal(bald, outputs[0][3])
+    # Another seed or other labels are another entry.
+    TaskStream(cfg, CPU, images, images[:4], masks[:4], fit_cache=tmp_path / "fits").fit(images[:6], masks[:6], seed=5)
+    assert len(list((tmp_path / "fits").glob("*/fit.pt"))) == 2
+
+
+def test_truncated_fit_cache_entry_is_rebuilt(tmp_path):
+    images, masks = _stripes(8)
+    cfg = {"steps": 3, "batch_size": 4, "module": {"width": 4, "depth": 2}}
+    TaskStream(cfg, CPU, images, images[:4], masks[:4], fit_cache=tmp_path).fit(images[:4], masks[:4], seed=0)
+    (entry,) = tmp_path.glob("*/fit.pt")
+    entry.write_bytes(entry.read_bytes()[:100])
+    task = TaskStream(cfg, CPU, images, images[:4], masks[:4], fit_cache=tmp_path)
+    task.fit(images[:4], masks[:4], seed=0)
+    assert 0.0 <= task.score() <= 1.0 and entry.stat().st_size > 100
+
+
 def test_predict_outputs_probabilities_embeddings_and_gradients():
     images, masks = _stripes(4)
     module = SegmentationModule(width=4, depth=2, mc_samples=3, dropout=0.5)

@@ -12,16 +12,14 @@ deliberately gives up the frozen reference the method is built on; see that clas
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pytorch_lightning as pl
@@ -31,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from dualstream.augment import random_dihedral
+from dualstream.disk_cache import locked
 from dualstream.datamodules import PoolPatchData
 from dualstream.errors import ConfigError, DualstreamError
 from dualstream.models.encoder import ContrastiveEncoder
@@ -106,17 +105,6 @@ def cache_key(images: np.ndarray, encoder_cfg: Mapping[str, Any], seed: int) -> 
     h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
     h.update(str(seed).encode())
     return h.hexdigest()[:16]
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def embed(module: pl.LightningModule, images: np.ndarray, trainer_cfg: Mapping[str, Any]) -> np.ndarray:
@@ -319,7 +307,7 @@ def fit_data_stream(
         module, emb, seconds = compute()
         return stream(emb, seconds, False, module)
     folder = Path(cache_dir) / "encoders" / key
-    with _locked(folder.with_suffix(".lock")):
+    with locked(folder.with_suffix(".lock")):
         meta_path = folder / "meta.json"
         weights = folder / "encoder.pt"
         # A fine-tuned stream also needs the weights; entries written before they were kept lack them.

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -9,9 +14,12 @@ import pytorch_lightning as pl
 import torch
 
 from dualstream.datamodules import LabeledPatchData
+from dualstream.disk_cache import locked
 from dualstream.models.segmentation import SegmentationModule
 from dualstream.streams.uncertainty import patch_uncertainty
 from dualstream.trainer import build_trainer
+
+log = logging.getLogger(__name__)
 
 
 class TaskStream:
@@ -22,6 +30,11 @@ class TaskStream:
         trainer_cfg: the ``trainer`` config.
         pool_images: ``(N, P, P)`` float32 candidates.
         test_images, test_masks: ``(T, P, P)`` held-out patches.
+        fit_cache: folder where the *first* fit of this stream is cached (``None``: no cache). A run's
+            first fit is round 0, trained on the seed's random initial set, which every acquisition of
+            that seed shares: the runs of a sweep train it once (a file lock makes parallel runs wait)
+            and load it after. The weights, the train loss and the RNG state after the fit are kept,
+            so a loaded fit gives the same scores, uncertainties and MC-dropout samples as training.
     """
 
     def __init__(
@@ -31,8 +44,11 @@ class TaskStream:
         pool_images: np.ndarray,
         test_images: np.ndarray,
         test_masks: np.ndarray,
+        fit_cache: str | Path | None = None,
     ):
         self.model_cfg, self.trainer_cfg = model_cfg, trainer_cfg
+        self.fit_cache = Path(fit_cache) if fit_cache is not None else None
+        self.n_fits = 0
         self.pool_images, self.test_images, self.test_masks = pool_images, test_images, test_masks
         self.module: SegmentationModule | None = None
         self.trainer: pl.Trainer | None = None
@@ -40,7 +56,29 @@ class TaskStream:
 
     def fit(self, images: np.ndarray, masks: np.ndarray, seed: int) -> float:
         """Train a fresh model on ``(L, P, P)`` labelled images and masks; return the last train loss."""
+        self.n_fits += 1
+        if self.fit_cache is None or self.n_fits > 1:
+            return self._fit(images, masks, seed)
+        folder = self.fit_cache / _fit_key(images, masks, seed, self.model_cfg, self.trainer_cfg)
+        with locked(folder.with_suffix(".lock")):
+            try:
+                return self._load_fit(folder, images, masks)
+            except FileNotFoundError:
+                pass
+            except Exception as err:  # a truncated entry (a killed run): rebuild it
+                log.warning("task stream: cached fit %s unreadable (%s); training again", folder, err)
+            loss = self._fit(images, masks, seed)
+            self._save_fit(folder, loss)
+            return loss
+
+    def _fit(self, images: np.ndarray, masks: np.ndarray, seed: int) -> float:
         pl.seed_everything(seed, workers=True, verbose=False)
+        self._prepare(images, masks)
+        assert self.trainer is not None and self.module is not None
+        self.trainer.fit(self.module, datamodule=self.data)
+        return float(self.trainer.callback_metrics.get("task/train_loss", torch.tensor(float("nan"))))
+
+    def _prepare(self, images: np.ndarray, masks: np.ndarray) -> None:
         steps = int(self.model_cfg["steps"])
         self.module = SegmentationModule(**dict(self.model_cfg.get("module", {})))
         self.data = LabeledPatchData(
@@ -48,8 +86,33 @@ class TaskStream:
             steps=steps, batch_size=int(self.model_cfg["batch_size"]),
         )
         self.trainer = build_trainer(self.trainer_cfg, steps)
-        self.trainer.fit(self.module, datamodule=self.data)
-        return float(self.trainer.callback_metrics.get("task/train_loss", torch.tensor(float("nan"))))
+
+    def _save_fit(self, folder: Path, loss: float) -> None:
+        assert self.module is not None
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / "fit.pt.tmp"
+        np_state = np.random.get_state()
+        torch.save(
+            {
+                "state_dict": self.module.state_dict(),
+                "loss": loss,
+                "torch_rng": torch.get_rng_state(),
+                "numpy_rng": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+            },
+            tmp,
+        )
+        os.replace(tmp, folder / "fit.pt")  # atomic: a killed run never leaves half an entry
+
+    def _load_fit(self, folder: Path, images: np.ndarray, masks: np.ndarray) -> float:
+        entry = torch.load(folder / "fit.pt", map_location="cpu", weights_only=True)
+        self._prepare(images, masks)
+        assert self.module is not None
+        self.module.load_state_dict(entry["state_dict"])
+        torch.set_rng_state(entry["torch_rng"])
+        name, keys, pos, has_gauss, gauss = entry["numpy_rng"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        log.info("task stream: first fit loaded from %s", folder)
+        return float(entry["loss"])
 
     def score(self) -> float:
         """Foreground IoU of the current model on the test set."""
@@ -92,3 +155,13 @@ class TaskStream:
     def pool_extras(self) -> dict[str, np.ndarray]:
         """Arrays computed by the last :meth:`pool_uncertainty` call, for ``PoolView.extras``."""
         return dict(getattr(self, "_extras", {}))
+
+
+def _fit_key(images: np.ndarray, masks: np.ndarray, seed: int, model_cfg: Mapping[str, Any], trainer_cfg: Mapping[str, Any]) -> str:
+    """Hash of everything a fit depends on: the labelled data, the seed, the model and trainer configs."""
+    h = hashlib.sha1(np.ascontiguousarray(images).tobytes())
+    h.update(np.ascontiguousarray(masks).tobytes())
+    model = {k: v for k, v in dict(model_cfg).items() if k != "uncertainty"}  # read after the fit only
+    trainer = {k: v for k, v in dict(trainer_cfg).items() if k != "cpu_threads"}
+    h.update(json.dumps([model, trainer, int(seed), torch.__version__], sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
