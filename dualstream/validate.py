@@ -379,6 +379,36 @@ def check_acquisition(cfg: DictConfig) -> None:
     missing = [n for n in accepted if rest[n].default is inspect.Parameter.empty and n not in params]
     if missing:
         raise ConfigError(f"acquisition.params.{missing[0]}: {name} needs it (no default); add +acquisition.params.{missing[0]}=...")
+    _dry_run(name, dict(params))
+
+
+def _dry_run(name: str, params: dict[str, Any]) -> None:
+    """Run the strategy once on a tiny synthetic pool, so a bad parameter *value* (an unknown mode, a
+    share out of range) fails now and not after the encoder and round 0 trained. Only the strategy's
+    own :class:`ConfigError` counts: any other exception on synthetic data is left to the real run."""
+    import numpy as np
+
+    from dualstream.acquisition import PoolView, acquire
+
+    rng = np.random.default_rng(0)
+    n = 64
+    u = rng.random(n)
+    extras = {
+        "margin": u, "least_confidence": u / 2, "bald": u / 4, "foreground": rng.random(n),
+        "task_embedding": rng.normal(size=(n, 8)).astype(np.float32),
+        "grad_embedding": rng.normal(size=(n, 9)).astype(np.float32),
+        "pixel_stats": rng.random((n, 6)),
+    }
+    queried = np.zeros(n, dtype=bool)
+    queried[:8] = True
+    view = PoolView(rng.normal(size=(n, 8)).astype(np.float32), rng.random(n) + 0.5, u, queried, extras)
+    try:
+        acquire(name, view, 4, rng, **params)
+    except ConfigError as err:
+        msg = str(err)
+        raise ConfigError(msg if msg.startswith("acquisition") else f"acquisition.params: {msg}") from None
+    except Exception:  # noqa: BLE001 -- a plugin may not cope with random data; the real run will tell
+        pass
 
 
 def check_loop(cfg: DictConfig) -> None:
