@@ -89,6 +89,20 @@ class Run:
     def records(self) -> list[dict[str, Any]]:
         return self.data["records"]
 
+    @property
+    def planned(self) -> int:
+        """Rounds the run's own config asks for (0 when it does not say): a run killed or still
+        running has fewer records, even when it is the only run of its setting."""
+        loop = (self.data.get("config") or {}).get("loop") or {}
+        try:
+            if loop.get("schedule"):
+                return len(loop["schedule"])
+            if str(loop.get("initial")) == "all":
+                return 1
+            return int(loop["rounds"]) + 1
+        except (KeyError, TypeError, ValueError):
+            return 0
+
     def by_budget(self, key: str) -> dict[float, float]:
         """``n_queried -> value of key`` over the run's records (a missing or null value is NaN)."""
         return {float(rec["n_queried"]): _num(rec.get(key)) for rec in self.records}
@@ -103,8 +117,8 @@ class Group:
 
     @property
     def length(self) -> int:
-        """Rounds of the longest run: a run with fewer did not finish."""
-        return max(len(r.records) for r in self.runs)
+        """Rounds of the longest run, or that the runs' configs plan: a run with fewer did not finish."""
+        return max(max(len(r.records), r.planned) for r in self.runs)
 
     @property
     def complete(self) -> list[Run]:
@@ -268,7 +282,7 @@ def collect(sweep_dir: Path, warnings: list[str] | None = None) -> dict[str, Gro
         if group.incomplete:
             lengths = sorted({len(r.records) for r in group.runs})
             dirs = ", ".join(f"{r.path.parent} ({len(r.records)})" for r in group.incomplete)
-            _warn(warnings, f"setting {group.name!r}: runs differ in length ({lengths} rounds); incomplete: {dirs}."
+            _warn(warnings, f"setting {group.name!r}: runs differ in length ({lengths} rounds of {group.length}); incomplete: {dirs}."
                   f" Each budget uses the seeds that reached it; AULC only the {len(group.complete)} complete run(s)")
     return dict(sorted(groups.items(), key=lambda kv: (kv[0] != HIGHLIGHT, kv[0])))
 

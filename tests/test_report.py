@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dualstream.report import collect, main, write_report
+from dualstream.report import collect, main, summarise, write_report
 from dualstream.results import area_under_curve, log_area_under_curve
 
 SQRT2 = math.sqrt(2)
@@ -483,3 +483,19 @@ def test_bad_results_file_is_skipped_with_a_warning(tmp_path: Path, capsys, cont
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 3 and all(line.startswith("dualstream-report: warning: skipping ") for line in err[:2])
     assert err[2].startswith("dualstream-report: error: ") and "no usable results.json" in err[2]
+
+
+def test_a_lone_unfinished_run_is_incomplete_by_its_own_config(tmp_path):
+    """A setting whose only run is still going (or was killed) is flagged from its config's schedule,
+    not taken as complete because no longer run exists beside it."""
+    root = tmp_path / "sweep"
+    schedule = {"loop": {"schedule": [8, 16, 32, 64]}}
+    _write_run(root, "0_random_s0", "random", 0, list(zip(DOUBLING, CURVE)), config=schedule)
+    _write_run(root, "1_dualstream_s0", "dualstream", 0, list(zip(DOUBLING[:2], CURVE[:2])), config=schedule)
+    warnings: list[str] = []
+    summary = summarise(collect(root, warnings), warnings=warnings)
+    summary["warnings"] = warnings
+    g = summary["groups"]["dualstream"]
+    assert g["complete_seeds"] == [] and g["incomplete_runs"] == [str(root / "1_dualstream_s0")]
+    assert any("dualstream" in w and "rounds of 4" in w for w in summary["warnings"])
+    assert summary["groups"]["random"]["complete_seeds"] == [0]
