@@ -20,32 +20,12 @@ import argparse
 import multiprocessing as mp
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
 
 import numpy as np
-
-
-def _status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # reset VmHWM to the current RSS
-        return True
-    except OSError:
-        return False
+from peak_memory import peak_kib, reset_peak, rss_kib  # beside this script
 
 
 def make_view(n: int, dim: int, queried_share: float, seed: int):
@@ -70,14 +50,14 @@ def _child(name: str, view, batch: int, repeat: int, conn) -> None:
     from dualstream.acquisition import acquire
 
     try:
-        exact = _reset_peak()
-        base_rss = _status_kib("VmRSS") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        exact = reset_peak()
+        base_rss = rss_kib(exact)
         times = []
         for r in range(repeat):
             t0 = time.perf_counter()
             acquire(name, view, batch, np.random.default_rng(r))
             times.append(time.perf_counter() - t0)
-        peak = _status_kib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = peak_kib(exact)
         conn.send((statistics.median(times), max(0, peak - base_rss) / 1024, None))
     except Exception as exc:  # report, keep benchmarking the others
         conn.send((float("nan"), float("nan"), f"{type(exc).__name__}: {exc}"))

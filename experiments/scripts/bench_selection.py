@@ -27,41 +27,26 @@ import json
 import logging
 import os
 import platform
-import resource
 import time
 
 import numpy as np
-
-
-def _status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
+from peak_memory import peak_kib, reset_peak, rss_kib  # beside this script
 
 
 class Phase:
     """Wall/CPU seconds and peak extra resident memory (MiB) of a ``with`` block."""
 
     def __enter__(self) -> "Phase":
-        try:
-            with open("/proc/self/clear_refs", "w") as fh:
-                fh.write("5")  # reset VmHWM to the current RSS
-            self.source = "VmHWM"
-        except OSError:
-            self.source = "ru_maxrss"
-        self.base = _status_kib("VmRSS") if self.source == "VmHWM" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self.exact = reset_peak()
+        self.source = "VmHWM" if self.exact else "ru_maxrss"
+        self.base = rss_kib(self.exact)
         self.t0, self.c0 = time.perf_counter(), time.process_time()
         return self
 
     def __exit__(self, *exc) -> None:
         self.seconds = time.perf_counter() - self.t0
         self.cpu_seconds = time.process_time() - self.c0
-        peak = _status_kib("VmHWM") if self.source == "VmHWM" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = peak_kib(self.exact)
         self.peak_mib = max(0, (peak or 0) - (self.base or 0)) / 1024
 
 
