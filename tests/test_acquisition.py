@@ -26,6 +26,10 @@ def _view(n: int = 40, queried=(), seed: int = 0, d: int = 4) -> PoolView:
         "least_confidence": rng.random(n),
         "bald": rng.random(n),
     }
+    # Drawn from their own generator so the arrays above (and so the core strategies' cases) stay as they were.
+    other = np.random.default_rng([seed, 1])
+    extras["foreground"] = other.random(n)
+    extras["pixel_stats"] = other.random((n, 6))
     return PoolView(
         embedding=emb,
         typicality=rng.random(n),
