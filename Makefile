@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= outputs/demo
 
-.PHONY: install demo test report clean
+.PHONY: install demo test test-fast report clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The suite without the end-to-end console-script runs marked slow (a quick check while editing).
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf outputs .cache/dualstream .pytest_cache
