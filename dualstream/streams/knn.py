@@ -48,6 +48,8 @@ EXACT_BELOW = 50_000
 #: Diagnostics of the last :func:`knn` call: method used, index parameters, seconds, recall estimate.
 LAST_RUN: dict[str, Any] = {}
 
+# FAISS's loader logs which CPU build it picked at INFO on every import: not the run's business.
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 try:  # optional: without faiss every method falls back to the exact torch path
     import faiss  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - exercised by monkeypatching in tests
