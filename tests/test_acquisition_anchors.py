@@ -15,30 +15,9 @@ from dualstream.acquisition.typiclust import typiclust_acquisition
 from dualstream.acquisition.uherding import uncertainty_weights
 from dualstream.errors import ConfigError, DataError
 from dualstream.streams.pixel_stats import STAT_NAMES, pixel_statistics
+from test_acquisition_zoo import blob, check_contract, view_of  # the zoo's helpers, one copy
 
 ANCHORS = ("foreground_random", "uherding", "tcm", "pixel_veto")
-
-
-def view_of(emb, queried=(), uncertainty=None, typicality=None, **extras) -> PoolView:
-    emb = np.asarray(emb, dtype=np.float32)
-    emb = emb[:, None] if emb.ndim == 1 else emb
-    n = len(emb)
-    q = np.zeros(n, dtype=bool)
-    q[list(queried)] = True
-    u = np.zeros(n) if uncertainty is None else np.asarray(uncertainty, dtype=np.float64)
-    t = np.ones(n) if typicality is None else np.asarray(typicality, dtype=np.float64)
-    return PoolView(emb, t, u, q, {k: np.asarray(v) for k, v in extras.items()})
-
-
-def blob(rng, centre, n, scale=0.1):
-    return np.asarray(centre, dtype=np.float64) + scale * rng.standard_normal((n, len(centre)))
-
-
-def check_contract(view: PoolView, sel, batch: int) -> None:
-    assert sel.indices.dtype == np.int64 and len(sel.indices) == batch == len(np.unique(sel.indices))
-    assert not view.queried[sel.indices].any()
-    assert sel.utilities.shape == (len(view),)
-    assert np.isnan(sel.utilities[view.queried]).all() and np.isfinite(sel.utilities[~view.queried]).all()
 
 
 def test_anchors_registered_with_configs():

@@ -17,6 +17,7 @@ ZOO = ("margin", "least_confidence", "bald", "coreset", "badge", "typiclust", "p
 
 def view_of(emb, queried=(), uncertainty=None, typicality=None, **extras) -> PoolView:
     emb = np.asarray(emb, dtype=np.float32)
+    emb = emb[:, None] if emb.ndim == 1 else emb  # a 1-D layout is one coordinate per item
     n = len(emb)
     q = np.zeros(n, dtype=bool)
     q[list(queried)] = True
