@@ -27,7 +27,7 @@ MAX_PLOTTED = 50_000
 SERVE_PORT = 8000
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Write ``path`` through ``write(tmp_path)`` then fsync and ``os.replace`` (no half-written file)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -121,7 +121,7 @@ def write_patches(
             for key, value in (attrs or {}).items():
                 f.attrs[key] = value
 
-    return _atomic_write(Path(path), write)
+    return atomic_write(Path(path), write)
 
 
 # ----------------------------------------------------------------------------------------- neuroglancer.json
@@ -234,7 +234,7 @@ def write_neuroglancer(path: str | Path, state: dict[str, Any]) -> Path:
     def write(tmp: Path) -> None:
         tmp.write_text(text + "\n")
 
-    return _atomic_write(Path(path), write)
+    return atomic_write(Path(path), write)
 
 
 # --------------------------------------------------------------------------------------------------- why.png
@@ -330,7 +330,7 @@ def plot_why(
     def write(tmp: Path) -> None:
         fig.savefig(tmp, format="png")
 
-    return _atomic_write(Path(path), write)
+    return atomic_write(Path(path), write)
 
 
 # ----------------------------------------------------------------------------------------------------- round
