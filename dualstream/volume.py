@@ -1,11 +1,26 @@
-"""Volumes: lazy ``z, y, x`` arrays with a voxel size in nanometres, one reader per format.
+"""Volumes: lazy ``z, y, x`` arrays with a voxel size in nanometres, in the formats labs hold.
 
 Supported sources (``spec`` strings, as written in configs):
 
-- ``file.h5:dataset`` (also ``.hdf5``/``.hdf``): an HDF5 dataset, read section by section through h5py,
-  so volumes larger than memory never load whole. ``file.h5`` alone works when it holds one dataset.
+- ``file.h5:dataset`` (also ``.hdf5``/``.hdf``): an HDF5 dataset, read by hyperslab through h5py.
+  ``file.h5`` alone works when it holds one dataset.
+- ``path.zarr`` (Zarr v2 or v3: an array, or a group holding one array) and ``path.zarr/name`` (an
+  array inside a group). An OME-Zarr image group (``path.ome.zarr``) is read at its highest
+  resolution, axes mapped by name (singleton ``c``/``t`` dropped), voxel size from its ``scale``.
+- ``path.n5/dataset`` (or ``path.n5`` holding one dataset): N5 through TensorStore, stored ``x, y, z``
+  and reversed here.
 - a directory of 2D PNG/TIFF sections, sorted by file name (one section per file).
-- a multi-page TIFF (one page per section) or a single 2D image (a one-section volume).
+- a multi-page TIFF (one page per section, memory-mapped or read page by page) or a single 2D image
+  (a one-section volume).
+
+Every volume is read by box (:meth:`Volume.read_box`) or section (:meth:`Volume.section`); nothing
+loads whole unless asked (:meth:`Volume.read`). :func:`write_volume` writes HDF5, Zarr (v2/v3), OME-Zarr,
+N5 and TIFF. The per-format code lives in :mod:`dualstream.formats`.
+
+Voxel sizes (``z, y, x`` nm) come from the caller (``data.voxel_size``), else from the file: HDF5 and
+Zarr attributes ``voxel_size`` or ``resolution`` (z, y, x nm); OME-Zarr ``scale`` with axis units; N5
+``resolution``/``pixelResolution`` (x, y, z); ImageJ or OME-TIFF metadata. Without any, 1 nm is
+assumed (and said). :attr:`Volume.voxel_size_from` records which.
 
 Axis order is fixed here, at the reader: everything downstream sees ``z, y, x``.
 Colour or grey+alpha images keep their first (grey) channel, as the EPFL masks need.
@@ -25,97 +40,63 @@ from typing import Any, Sequence
 import numpy as np
 
 from dualstream.errors import ConfigError, DataError, ShapeMismatchError
+from dualstream.formats import hdf5, images, n5, zarr_store
+from dualstream.formats.base import Opened
+from dualstream.formats.images import IMAGE_SUFFIXES, TIFF_SUFFIXES, SectionStack
+
+__all__ = [
+    "Volume", "SectionStack", "open_volume", "write_volume", "spec_path", "check_aligned",
+    "intensity_range", "sampled_max", "sampled_sections",
+]
 
 log = logging.getLogger(__name__)
 
-HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
-TIFF_SUFFIXES = (".tif", ".tiff")
-
-
-def _read_2d(path: Path) -> np.ndarray:
-    """Read one 2D section as ``(y, x)``; colour/alpha images keep their first channel."""
-    try:
-        if path.suffix.lower() in TIFF_SUFFIXES:
-            import tifffile
-
-            arr = np.asarray(tifffile.imread(path))
-        else:
-            from PIL import Image
-
-            with Image.open(path) as im:
-                arr = np.asarray(im)
-    except Exception as err:  # PIL and tifffile raise many types for corrupt files
-        raise DataError(f"{path}: cannot read as an image ({type(err).__name__}: {err})") from err
-    if arr.ndim == 3:  # (y, x, channel): grey+alpha or RGB -> first channel
-        arr = arr[..., 0]
-    if arr.ndim != 2:
-        raise DataError(f"{path}: expected a 2D section, got an array of shape {arr.shape}")
-    return arr
-
-
-def _section_shape(path: Path) -> tuple[int, int]:
-    """Shape ``(y, x)`` of a 2D image file, from its header when the format allows."""
-    try:
-        if path.suffix.lower() in TIFF_SUFFIXES:
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                shape = tif.pages[0].shape
-            return int(shape[0]), int(shape[1])
-        from PIL import Image
-
-        with Image.open(path) as im:
-            width, height = im.size
-        return height, width
-    except Exception as err:
-        raise DataError(f"{path}: cannot read as an image ({type(err).__name__}: {err})") from err
-
-
-class SectionStack:
-    """A directory of 2D image files seen as a lazy ``(z, y, x)`` array (one file per section)."""
-
-    def __init__(self, files: Sequence[Path]):
-        self.files = list(files)
-        shapes = [_section_shape(f) for f in self.files]
-        first = shapes[0]
-        for f, s in zip(self.files, shapes):
-            if s != first:
-                raise ShapeMismatchError(
-                    f"{f}: section is {s[0]}x{s[1]} (y x) but {self.files[0].name} is {first[0]}x{first[1]};"
-                    " all sections of a stack must have the same shape"
-                )
-        self.shape = (len(self.files), *first)
-        self.dtype = _read_2d(self.files[0]).dtype
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        if isinstance(key, (int, np.integer)):
-            return _read_2d(self.files[int(key)])
-        if isinstance(key, tuple) and key and isinstance(key[0], (int, np.integer)):
-            return _read_2d(self.files[int(key[0])])[key[1:]]
-        return np.stack([_read_2d(self.files[z]) for z in range(self.shape[0])])[key]
+HDF5_SUFFIXES = hdf5.SUFFIXES
+#: Said by :attr:`Volume.voxel_size_from` when the file records no voxel size.
+NOT_RECORDED = "not recorded: assuming 1 nm"
 
 
 @dataclass
 class Volume:
-    """A ``(z, y, x)`` array, possibly lazy (h5py dataset, section stack), plus its voxel size.
+    """A ``(z, y, x)`` array, possibly lazy (h5py dataset, zarr/N5/TIFF view, section stack), plus its voxel size.
 
     Attributes:
-        data: array-like with ``shape`` and ``__getitem__`` (numpy array, h5py.Dataset, SectionStack).
+        data: array-like with ``shape``, ``dtype`` and ``__getitem__`` (numpy array, h5py.Dataset,
+            :class:`~dualstream.formats.base.ZYXArray`, SectionStack).
         voxel_size: ``(z, y, x)`` voxel size in nanometres.
         source: the spec it was opened from, for messages.
         intensity: ``(lo, hi)`` raw values mapped to 0 and 1 (see :func:`intensity_range`); ``None``
             scales each section by its dtype (the rule for bare volumes, e.g. in unit tests).
+        format: the format read (``"hdf5"``, ``"zarr v3"``, ``"ome-zarr 0.4 (zarr v2)"``, ``"n5"``, ...).
+        voxel_size_from: where ``voxel_size`` came from (``"given"``, a metadata key, or
+            :data:`NOT_RECORDED`).
     """
 
     data: Any
     voxel_size: tuple[float, float, float]
     source: str
     intensity: tuple[float, float] | None = None
+    format: str = "array"
+    voxel_size_from: str = "given"
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(int(s) for s in self.data.shape)  # type: ignore[return-value]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.data.dtype)
+
+    @property
+    def chunks(self) -> tuple[int, int, int] | None:
+        """The storage chunk (block, tile) shape ``(z, y, x)``, or None when stored contiguously."""
+        chunks = getattr(self.data, "chunks", None)
+        return tuple(int(c) for c in chunks) if chunks else None  # type: ignore[return-value]
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the whole volume in memory (uncompressed), in bytes."""
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -124,69 +105,66 @@ class Volume:
         """Section ``z`` as a ``(y, x)`` numpy array (reads only that section)."""
         return np.asarray(self.data[int(z)])
 
+    def read_box(self, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """The box ``[z0:z1, y0:y1, x0:x1]`` as a ``(z1-z0, y1-y0, x1-x0)`` array, reading only that box.
+
+        Raises:
+            DataError: the box is not inside the volume (``0 <= start <= stop <= size`` on each axis).
+        """
+        bounds = [(int(z0), int(z1)), (int(y0), int(y1)), (int(x0), int(x1))]
+        if not all(0 <= a <= b <= n for (a, b), n in zip(bounds, self.shape)):
+            box = ", ".join(f"{ax} {a}:{b}" for ax, (a, b) in zip("zyx", bounds))
+            raise DataError(
+                f"{self.source}: box ({box}) is not inside the volume of shape {self.shape} (z, y, x);"
+                " check that the boxes and the volume belong together"
+            )
+        (z0, z1), (y0, y1), (x0, x1) = bounds
+        reader = getattr(self.data, "read_box", None)
+        if reader is not None:
+            return np.asarray(reader(z0, z1, y0, y1, x0, x1))
+        return np.asarray(self.data[z0:z1, y0:y1, x0:x1])
+
     def read(self) -> np.ndarray:
         """The whole volume as a numpy array (only for volumes that fit in memory)."""
-        return np.stack([self.section(z) for z in range(self.shape[0])])
+        return self.read_box(0, self.shape[0], 0, self.shape[1], 0, self.shape[2])
 
 
 def spec_path(spec: str | Path) -> Path:
-    """The file or directory a volume spec names (``'a/b.h5:raw'`` -> ``a/b.h5``), without opening it."""
-    h5 = _split_hdf5_spec(str(spec))
-    return h5[0] if h5 is not None else Path(spec)
+    """The file or directory a volume spec names, without opening it.
+
+    ``'a/b.h5:raw'`` -> ``a/b.h5``; ``'a/b.zarr/raw'`` -> ``a/b.zarr``; ``'a/b.n5/raw'`` -> ``a/b.n5``.
+    """
+    text = str(spec)
+    for split in (hdf5.split_spec(text), zarr_store.split_container(text, zarr_store.SUFFIX),
+                  zarr_store.split_container(text, n5.SUFFIX)):
+        if split is not None:
+            return split[0]
+    return Path(spec)
 
 
-def _split_hdf5_spec(spec: str) -> tuple[Path, str | None] | None:
-    """``'a/b.h5:raw'`` -> ``(Path('a/b.h5'), 'raw')``; ``'a/b.h5'`` -> ``(path, None)``; else None."""
-    path, sep, name = spec.rpartition(":")
-    if sep and Path(path).suffix.lower() in HDF5_SUFFIXES:
-        return Path(path), name or None
-    if Path(spec).suffix.lower() in HDF5_SUFFIXES:
-        return Path(spec), None
-    return None
-
-
-def _open_hdf5(path: Path, name: str | None, spec: str, role: str):
-    import h5py
-
+def _open_any(spec: str, role: str) -> Opened:
+    h5 = hdf5.split_spec(spec)
+    if h5 is not None:
+        return hdf5.open_hdf5(h5[0], h5[1], spec, role)
+    zs = zarr_store.split_container(spec, zarr_store.SUFFIX)
+    if zs is not None:
+        return zarr_store.open_zarr(zs[0], zs[1], spec, role)
+    ns = zarr_store.split_container(spec, n5.SUFFIX)
+    if ns is not None:
+        return n5.open_n5(ns[0], ns[1], spec, role)
+    path = Path(spec)
     if not path.exists():
-        raise DataError(f"{role}: no such file '{path}' (from '{spec}'); check the path")
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as err:
-        raise DataError(f"{path}: cannot open as HDF5 ({err}); is it an .h5 file?") from err
-    datasets: list[str] = []
-    handle.visititems(lambda k, v: datasets.append(k) if isinstance(v, h5py.Dataset) else None)
-    if name is None:
-        if len(datasets) != 1:
-            raise DataError(
-                f"{path}: holds {len(datasets)} datasets ({', '.join(datasets) or 'none'});"
-                f" name one as '{path}:NAME' in {role}"
-            )
-        name = datasets[0]
-    if name not in handle or not isinstance(handle[name], h5py.Dataset):
-        raise DataError(f"{path}: no dataset '{name}' (has: {', '.join(datasets) or 'none'}); fix {role}")
-    dset = handle[name]
-    attrs = {**dict(handle.attrs), **dict(dset.attrs)}
-    return dset, attrs
-
-
-def _as_zyx(shape: tuple[int, ...], where: str) -> None:
-    if len(shape) == 2:
-        return
-    if len(shape) != 3:
-        raise DataError(f"{where}: expected a 3D (z, y, x) or 2D (y, x) array, got shape {shape}")
-
-
-class _Promote2D:
-    """Wraps a 2D ``(y, x)`` array-like as a one-section ``(1, y, x)`` volume."""
-
-    def __init__(self, data: Any):
-        self._data = data
-        self.shape = (1, *data.shape)
-        self.dtype = data.dtype
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        return np.asarray(self._data[()])[None][key]
+        raise DataError(f"{role}: no such file or directory '{path}'; check the path")
+    if path.is_dir():
+        return images.open_directory(path, role)
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        return images.open_tiff(path)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return images.open_image(path)
+    raise DataError(
+        f"{path}: unknown volume format '{path.suffix}'; use .h5:NAME, .zarr[/NAME], .n5/NAME,"
+        " a directory of PNG/TIFF, or a .tif"
+    )
 
 
 def open_volume(
@@ -194,12 +172,13 @@ def open_volume(
     voxel_size: Sequence[float] | None = None,
     role: str = "data.image",
 ) -> Volume:
-    """Open a volume from a spec string (see module docstring), lazily where the format allows.
+    """Open a volume from a spec string (see module docstring), lazily.
 
     Args:
-        spec: path, ``file.h5:dataset``, directory of sections, or (multi-page) TIFF.
-        voxel_size: ``(z, y, x)`` in nm; ``None`` reads an HDF5 ``voxel_size``/``resolution``
-            attribute if present, else assumes ``(1, 1, 1)``.
+        spec: ``file.h5:dataset``, ``path.zarr[/name]``, ``path.n5[/name]``, directory of sections,
+            or a (multi-page) TIFF / single image.
+        voxel_size: ``(z, y, x)`` in nm; ``None`` reads it from the file's metadata if present,
+            else assumes ``(1, 1, 1)``.
         role: the config key this spec came from, named in error messages.
 
     Raises:
@@ -207,50 +186,82 @@ def open_volume(
         ShapeMismatchError: sections of a directory differ in shape.
     """
     spec = str(spec)
-    attrs: dict[str, Any] = {}
-    h5 = _split_hdf5_spec(spec)
-    if h5 is not None:
-        data, attrs = _open_hdf5(h5[0], h5[1], spec, role)
-    else:
-        path = Path(spec)
-        if not path.exists():
-            raise DataError(f"{role}: no such file or directory '{path}'; check the path")
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
-                raise DataError(f"{path}: directory holds no PNG/TIFF sections; fix {role}")
-            data = SectionStack(files)
-        elif path.suffix.lower() in TIFF_SUFFIXES:
-            import tifffile
-
-            try:
-                with tifffile.TiffFile(path) as tif:
-                    axes = tif.series[0].axes
-                    data = np.asarray(tif.asarray())
-            except Exception as err:
-                raise DataError(f"{path}: cannot read as TIFF ({type(err).__name__}: {err})") from err
-            if axes.endswith("S"):  # samples per pixel (RGB, grey+alpha): keep the first channel
-                data = data[..., 0]
-        elif path.suffix.lower() in IMAGE_SUFFIXES:
-            data = _read_2d(path)
-        else:
-            raise DataError(
-                f"{path}: unknown volume format '{path.suffix}'; use .h5:NAME, a directory of PNG/TIFF, or a .tif"
-            )
-    _as_zyx(tuple(data.shape), spec)
-    if len(data.shape) == 2:
-        data = _Promote2D(data)
+    opened = _open_any(spec, role)
+    data = opened.data
+    if len(data.shape) != 3:
+        raise DataError(f"{spec}: expected a 3D (z, y, x) or 2D (y, x) array, got shape {tuple(data.shape)}")
+    origin = "given"
     if voxel_size is None:
-        found = attrs.get("voxel_size", attrs.get("resolution"))
-        if found is None and role.endswith("image"):
-            # Distances (patch origins, centroid errors) would be reported in pixels, not nm.
-            log.warning(
-                "%s: '%s' carries no voxel size; assuming 1 x 1 x 1 nm: set data.voxel_size=[z,y,x] (nm)", role, spec
-            )
-        voxel_size = tuple(float(v) for v in found) if found is not None else (1.0, 1.0, 1.0)
+        if opened.voxel_size is None:
+            if role.endswith("image"):
+                # Distances (patch origins, centroid errors) would be reported in pixels, not nm.
+                log.warning(
+                    "%s: '%s' carries no voxel size; assuming 1 x 1 x 1 nm: set data.voxel_size=[z,y,x] (nm)", role, spec
+                )
+            voxel_size, origin = (1.0, 1.0, 1.0), NOT_RECORDED
+        else:
+            voxel_size, origin = opened.voxel_size, opened.voxel_from
     if len(voxel_size) != 3:
         raise DataError(f"{role}: voxel_size must have 3 values (z, y, x) in nm, got {list(voxel_size)}")
-    return Volume(data=data, voxel_size=tuple(float(v) for v in voxel_size), source=spec)
+    return Volume(
+        data=data, voxel_size=tuple(float(v) for v in voxel_size), source=spec,  # type: ignore[arg-type]
+        format=opened.format, voxel_size_from=origin,
+    )
+
+
+def write_volume(
+    spec: str | Path,
+    array: Any,
+    voxel_size: Sequence[float] | None = None,
+    chunks: Sequence[int] | None = None,
+    zarr_format: int = 3,
+) -> None:
+    """Write a ``(z, y, x)`` array (a 2D one as one section) where ``spec`` says, readable by :func:`open_volume`.
+
+    Specs: ``file.h5:name``; ``path.zarr`` (an array) or ``path.zarr/name`` (an array in a group);
+    ``path.ome.zarr`` (an OME-Zarr image, one level, scale in nm); ``path.n5/name``; ``file.tif``
+    (multi-page, voxel size in ImageJ metadata). Files and whole stores are written beside their
+    path and renamed into place, so a reader never sees half a volume.
+
+    Args:
+        array: ``(z, y, x)`` or ``(y, x)``; bool is stored as uint8.
+        voxel_size: ``(z, y, x)`` in nm, recorded in the format's own metadata; None records none.
+        chunks: ``(z, y, x)`` chunk shape (default: one section, up to 512 x 512; HDF5 contiguous).
+        zarr_format: 2 or 3, for ``.zarr`` specs (OME-Zarr: NGFF 0.4 in v2, 0.5 in v3).
+
+    Raises:
+        DataError: an unknown format, a missing dataset name, or an array that is not 2D/3D.
+    """
+    spec = str(spec)
+    arr = np.asarray(array)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise DataError(f"{spec}: can only write a 3D (z, y, x) or 2D array, got shape {arr.shape}")
+    if voxel_size is not None and len(voxel_size) != 3:
+        raise DataError(f"{spec}: voxel_size must have 3 values (z, y, x) in nm, got {list(voxel_size)}")
+    if chunks is not None and len(chunks) != 3:
+        raise DataError(f"{spec}: chunks must have 3 values (z, y, x), got {list(chunks)}")
+    h5 = hdf5.split_spec(spec)
+    zs = zarr_store.split_container(spec, zarr_store.SUFFIX)
+    ns = zarr_store.split_container(spec, n5.SUFFIX)
+    root = (h5 or zs or ns or (Path(spec), None))[0]
+    root.parent.mkdir(parents=True, exist_ok=True)
+    if h5 is not None:
+        if h5[1] is None:
+            raise DataError(f"{spec}: name the dataset to write, as '{spec}:NAME'")
+        hdf5.write_hdf5(h5[0], h5[1], arr, voxel_size, chunks)
+    elif zs is not None:
+        ome = zs[0].name.lower().endswith(".ome.zarr")
+        zarr_store.write_zarr(zs[0], zs[1], arr, voxel_size, chunks, zarr_format=zarr_format, ome=ome)
+    elif ns is not None:
+        n5.write_n5(ns[0], ns[1], arr, voxel_size, chunks)
+    elif Path(spec).suffix.lower() in TIFF_SUFFIXES:
+        images.write_tiff(Path(spec), arr, voxel_size, chunks)
+    else:
+        raise DataError(f"{spec}: cannot write this format; use .h5:NAME, .zarr[/NAME], .ome.zarr, .n5/NAME or .tif")
 
 
 def check_aligned(image: Volume, other: Volume, what: str) -> None:
