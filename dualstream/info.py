@@ -22,7 +22,7 @@ def describe(spec: str) -> dict[str, Any]:
     ``shape``, ``dtype``, ``voxel_size_nm``, ``voxel_size_from``, ``chunks``, ``nbytes``)."""
     from dualstream.volume import open_volume
 
-    vol = open_volume(spec, None, role="dualstream-info")
+    vol = open_volume(spec, None, role="PATH")
     return {
         "path": spec,
         "format": vol.format,
@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> None:
         prog="dualstream-info",
         description="Describe a volume as dualstream reads it: format, shape (z, y, x), dtype, voxel size, chunks, size.",
     )
-    parser.add_argument("path", help="file.h5:dataset, path.zarr[/name], path.ome.zarr, path.n5/name, a .tif, or a directory of sections")
+    parser.add_argument(
+        "path", help="file.h5:dataset, path.zarr[/name], path.ome.zarr, path.n5/name, a .tif, or a directory of sections"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = parser.parse_args(argv)
     try:

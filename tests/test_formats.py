@@ -345,3 +345,10 @@ def test_tiff_stack_written_without_photometric_keeps_its_sections(tmp_path):
     tifffile.imwrite(tmp_path / "planar.tif", arr)  # tifffile stores this as planar samples, axes "SYX"
     vol = open_volume(tmp_path / "planar.tif", VOXEL)
     assert vol.shape == (4, 8, 9) and np.array_equal(vol.read(), arr)
+
+
+def test_writing_into_a_zarr_array_as_if_a_group_is_a_data_error(tmp_path):
+    write_volume(tmp_path / "a.zarr", _pattern(), VOXEL)
+    with pytest.raises(DataError, match="a.zarr: cannot add 'raw'.*must be a Zarr group"):
+        write_volume(f"{tmp_path}/a.zarr/raw", _pattern(), VOXEL)
+    assert np.array_equal(open_volume(tmp_path / "a.zarr").read(), _pattern())  # left as it was

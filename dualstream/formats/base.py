@@ -56,6 +56,11 @@ class Opened:
     voxel_from: str = ""
 
 
+def _index(array: Any, key: tuple) -> np.ndarray:
+    """The default backend read: NumPy-style indexing (numpy, h5py, zarr)."""
+    return np.asarray(array[key])
+
+
 class BoxIndexed:
     """NumPy-style indexing of a lazy ``(z, y, x)`` array built on its ``read_box``.
 
@@ -136,7 +141,7 @@ class ZYXArray(BoxIndexed):
         self.array = array
         self.axes = (z, y, x)
         self.fixed = dict(fixed or {})
-        self._read = read or (lambda a, k: np.asarray(a[k]))
+        self._read = read or _index
         full = tuple(int(n) for n in array.shape)
         self.ndim_source = len(full)
         self.shape = (full[z] if z is not None else 1, full[y], full[x])

@@ -140,7 +140,8 @@ def tiff_voxel_size(tif: Any, path: Path) -> tuple[tuple[float, float, float] | 
             z = meta.get("spacing")
             note = "" if z is not None else " (no spacing: z taken as x)"
             z = float(z) if z is not None else x
-            return (_tidy(z * factor), _tidy(y * factor), _tidy(x * factor)), f"ImageJ metadata (spacing, resolution, unit){note}"
+            voxel = (_tidy(z * factor), _tidy(y * factor), _tidy(x * factor))
+            return voxel, f"ImageJ metadata (spacing, resolution, unit){note}"
     return None, ""
 
 

@@ -111,7 +111,9 @@ def open_n5(root: Path, name: str | None, spec: str, role: str) -> Opened:
     return Opened(view, "n5", voxel, origin)
 
 
-def write_n5(root: Path, name: str | None, array: np.ndarray, voxel_size: Sequence[float] | None, chunks: Sequence[int] | None) -> None:
+def write_n5(
+    root: Path, name: str | None, array: np.ndarray, voxel_size: Sequence[float] | None, chunks: Sequence[int] | None
+) -> None:
     """Write ``array`` (z, y, x) as an N5 dataset (gzip blocks, dimensions stored x, y, z).
 
     The voxel size is written as ``resolution`` (x, y, z) with ``units`` ``nm``, and as

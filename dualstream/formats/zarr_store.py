@@ -204,7 +204,10 @@ def write_zarr(
         try:
             group = zarr.open_group(str(tmp), mode="w", zarr_format=zarr_format)
             group.attrs.update(_ome_attrs(voxel_size, zarr_format, root.name))
-            level = group.create_array("0", shape=array.shape, dtype=array.dtype, chunks=chunks, dimension_names=("z", "y", "x") if zarr_format == 3 else None)
+            level = group.create_array(
+                "0", shape=array.shape, dtype=array.dtype, chunks=chunks,
+                dimension_names=("z", "y", "x") if zarr_format == 3 else None,
+            )
             level[...] = array
             replace_path(tmp, root)
         finally:
@@ -214,7 +217,12 @@ def write_zarr(
         target = root
     else:
         if root.exists():
-            group = zarr.open_group(str(root), mode="r+")
+            try:
+                group = zarr.open_group(str(root), mode="r+")
+            except Exception as err:  # an array, or not a Zarr store at all
+                raise DataError(
+                    f"{root}: cannot add '{name}' ({type(err).__name__}: {err}); it must be a Zarr group, or write elsewhere"
+                ) from err
             zarr_format = group.metadata.zarr_format  # an array joins its group's format
         else:
             group = zarr.open_group(str(root), mode="w", zarr_format=zarr_format)
