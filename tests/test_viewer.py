@@ -160,3 +160,13 @@ def test_main_reports_a_user_error_in_one_line(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("dualstream-view: error:") and "\n" not in err
+
+
+def test_empty_queries_lists_boxes_without_foreground(project):
+    from dualstream.project.queries import QueryTable
+
+    queries = QueryTable.read(project / "round_000" / "queries.csv")
+    data = np.zeros(SHAPE, np.uint8)
+    data[0, 3, 3] = 1  # inside query 5's box (z=0, y 0:8, x 0:8)
+    data[0, 20, 30] = 1  # outside every box
+    assert dview.empty_queries(data, queries) == [21, 12]

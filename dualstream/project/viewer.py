@@ -183,7 +183,8 @@ def build_layers(project_dir: str | Path, round: int | None = None, labels: str 
     image = (_napari_array(volume.data), {"name": "image", "scale": scale, "contrast_limits": [lo, hi], "rgb": False}, "image")
     predicted = (
         _read_predicted(rdir / layout.PATCHES_FILE, queries, shape),
-        {"name": "predicted", "scale": scale, "opacity": 0.35, "visible": True},
+        # cyan, so the model's guess never looks like the annotator's own paint (label 1 in 'annotation')
+        {"name": "predicted", "scale": scale, "opacity": 0.4, "colormap": {1: "cyan", None: "transparent"}},
         "labels",
     )
     features = {
@@ -249,6 +250,16 @@ def save_annotation(layer_data: Any, project_dir: str | Path, round: int) -> Pat
             f.attrs["round"] = int(round)
 
     return atomic_write(path, write)
+
+
+def empty_queries(data: Any, queries: QueryTable) -> list[int]:
+    """Query ids whose box holds no foreground in ``data`` ((Z, Y, X)): ingest stores them as all
+    background, which is right only if the annotator looked and found none."""
+    out = []
+    for qid, (z, y, x, sy, sx) in zip(queries.query_id.tolist(), query_boxes(queries).tolist()):
+        if not np.any(np.asarray(data[z, y : y + sy, x : x + sx])):
+            out.append(int(qid))
+    return out
 
 
 def ingest_command(project_dir: str | Path, path: Path) -> str:
@@ -320,6 +331,16 @@ def add_layers(viewer: Any, layers: list[tuple]) -> list[Any]:
     return [getattr(viewer, f"add_{kind}")(data, **kwargs) for data, kwargs, kind in layers]
 
 
+def show_help(viewer: Any, round: int, n_queries: int) -> None:
+    """Axis names and a corner line with the round and the keys (napari >= 0.9: ``canvas.overlays.text``)."""
+    viewer.dims.axis_labels = ("z", "y", "x")
+    canvas = getattr(viewer, "canvas", None)
+    overlay = canvas.overlays.text if canvas is not None and hasattr(canvas, "overlays") else viewer.text_overlay
+    overlay.visible = True
+    overlay.position = "bottom_left"
+    overlay.text = f"round {round:03d}, {n_queries} queries  |  {NEXT_KEY}: next query  |  {SAVE_KEY}: save annotation"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console script ``dualstream-view``; exits 2 with one line on a user error."""
     parser = argparse.ArgumentParser(
@@ -359,11 +380,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"dualstream-view: error: {err}", file=sys.stderr)
             return
         command = ingest_command(args.project, path)
+        empty = empty_queries(annotation.data, queries)
         v.status = f"saved {path}; now run: {command}"
         print(f"saved {path}\nstore it as the round's answers with:\n  {command}", flush=True)
+        if empty:
+            print(
+                f"note: {len(empty)} of {len(queries)} boxes hold no foreground (query ids {','.join(map(str, empty))});"
+                " they are stored as background; add --skip ID,... for boxes you did not judge",
+                flush=True,
+            )
 
-    viewer.text_overlay.visible = True
-    viewer.text_overlay.text = f"round {k:03d}, {len(queries)} queries  |  {NEXT_KEY}: next query  |  {SAVE_KEY}: save annotation"
+    show_help(viewer, k, len(queries))
     navigate(viewer)
     napari.run()
     return 0
