@@ -170,3 +170,21 @@ def test_empty_queries_lists_boxes_without_foreground(project):
     data[0, 3, 3] = 1  # inside query 5's box (z=0, y 0:8, x 0:8)
     data[0, 20, 30] = 1  # outside every box
     assert dview.empty_queries(data, queries) == [21, 12]
+
+
+def test_lazy_volumes_without_ndim_are_wrapped(project):
+    """A directory of PNG sections opens as a lazy array without ``ndim``: napari still gets an array."""
+    from PIL import Image
+
+    sections = project / "sections"
+    sections.mkdir()
+    stack = (np.arange(np.prod(SHAPE)).reshape(SHAPE) % 251).astype(np.uint8)
+    for z, section in enumerate(stack):
+        Image.fromarray(section).save(sections / f"s{z:02d}.png")
+    info = json.loads((project / "project.json").read_text())
+    info["image"] = str(sections)
+    (project / "project.json").write_text(json.dumps(info))
+    image = _model(dview.build_layers(project)).layers["image"]
+    assert not hasattr(open_volume(str(sections)).data, "ndim")  # the case this test is for
+    assert image.data.ndim == 3 and image.data.shape == SHAPE
+    np.testing.assert_array_equal(image.data[2], stack[2])

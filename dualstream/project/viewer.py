@@ -51,7 +51,8 @@ class _ArrayView:
     def __init__(self, data: Any):
         self._data = data
         self.shape = tuple(int(s) for s in data.shape)
-        self.dtype = np.dtype(getattr(data, "dtype", None) or np.asarray(data[(0,) * len(self.shape)]).dtype)
+        dtype = getattr(data, "dtype", None)
+        self.dtype = np.dtype(dtype) if dtype is not None else np.asarray(data[(0,) * len(self.shape)]).dtype
         self.ndim = len(self.shape)
 
     def __getitem__(self, key: Any) -> np.ndarray:
