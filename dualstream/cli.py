@@ -17,6 +17,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 from dualstream.errors import DualstreamError
 
@@ -84,8 +85,11 @@ class SweepJobError(DualstreamError):
         return str(self.args[0])
 
 
+PROG = "dualstream"  # the console script whose errors are printed (launch() sets it)
+
+
 def _fail(message: str) -> None:
-    print(f"dualstream: error: {message}", file=sys.stderr)
+    print(f"{PROG}: error: {message}", file=sys.stderr)
     sys.exit(EXIT_USER_ERROR)
 
 
@@ -131,6 +135,13 @@ def _report_sweep_failures(err: Exception) -> None:
 
 
 def main() -> None:
+    launch(_task, "config", "dualstream")
+
+
+def launch(task: Callable[[Any], Any], config_name: str, prog: str) -> None:
+    """Run ``task`` as a Hydra app on ``conf/<config_name>.yaml``; user errors end in one line and exit 2."""
+    global PROG
+    PROG = prog
     if not (CONF_DIR / "config.yaml").exists():
         _fail(
             f"configs not found at {CONF_DIR}; install from a clone (`make install`)"
@@ -144,7 +155,7 @@ def main() -> None:
     from dualstream.watchdog import mark_launcher
 
     mark_launcher()  # sweep jobs watch this process and stop when it is gone
-    app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(_task)
+    app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(task)
     if os.environ.get("HYDRA_FULL_ERROR") == "1":  # the user asked for Hydra's full tracebacks
         app()
         return
@@ -156,7 +167,7 @@ def main() -> None:
         app()
     except KeyboardInterrupt:  # Ctrl-C / SIGINT: joblib has stopped the sweep's workers already
         print(
-            "dualstream: interrupted; rerun the same command with the same hydra.run.dir (hydra.sweep.dir with -m)"
+            f"{PROG}: interrupted; rerun the same command with the same hydra.run.dir (hydra.sweep.dir with -m)"
             " to resume after the last finished round",
             file=sys.stderr,
         )

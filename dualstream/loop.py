@@ -3,7 +3,13 @@
 Per round ``r = 0 .. rounds``: train the task model on the labels gathered so far, score it on the
 test set, score pool uncertainty, record, then (except after the last round) acquire a batch and ask
 the annotator. The initial set is drawn from the seed alone, so every strategy starts from the same
-labels for a given seed and curves are paired.
+labels for a given seed and curves are paired (``loop.cold_start=random``); a lab without labels
+starts from the data stream alone instead (``loop.cold_start=typiclust``, or any strategy that
+needs no task model).
+
+The same loop serves a simulated annotator and a human: a human's answers arrive later
+(:class:`dualstream.oracle.FilesAnnotator` raises :class:`AnswersPending`), so the loop stops right
+after proposing a batch, with its state saved, and goes on from there when run again.
 """
 
 from __future__ import annotations
@@ -17,9 +23,9 @@ import numpy as np
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from dualstream.acquisition import PoolView, acquire
+from dualstream.acquisition import PoolView, Selection, acquire
 from dualstream.errors import ConfigError, EmptyPoolError
-from dualstream.oracle import Annotator
+from dualstream.oracle import Annotator, AnswersPending
 from dualstream.results import RoundRecord
 from dualstream.state import LoopState
 from dualstream.streams.data_stream import DataStream
@@ -60,8 +66,11 @@ class LoopSettings:
     schedule: tuple[int, ...] | None = None
 
     @classmethod
-    def from_config(cls, loop_cfg: Mapping[str, Any]) -> "LoopSettings":
-        """``loop`` config -> settings (``schedule`` null: initial/batch/rounds)."""
+    def from_config(cls, loop_cfg: Mapping[str, Any], pool_size: int | None = None) -> "LoopSettings":
+        """``loop`` config -> settings (``schedule`` null: initial/batch/rounds).
+
+        ``rounds`` null: as many rounds as a pool of ``pool_size`` items holds (a lab's open-ended project).
+        """
         schedule = loop_cfg.get("schedule")
         if schedule is not None:
             try:
@@ -70,6 +79,9 @@ class LoopSettings:
                 raise ConfigError(f"loop.schedule must be a list of integers (cumulative budgets, e.g. [4,8,16,32]), got {schedule!r}") from None
             return cls(budgets[0] if budgets else 0, 0, max(len(budgets) - 1, 0), budgets)
         try:
+            if loop_cfg.get("rounds") is None and pool_size is not None:
+                initial, batch = int(loop_cfg["initial"]), int(loop_cfg["batch"])
+                return cls(initial, batch, max((pool_size - initial) // max(batch, 1), 0))
             return cls(int(loop_cfg["initial"]), int(loop_cfg["batch"]), int(loop_cfg["rounds"]))
         except (TypeError, ValueError):
             raise ConfigError(
@@ -117,6 +129,12 @@ class LoopSettings:
             raise ConfigError(f"{asked} but the pool has only {pool_size} items; lower the budget or use more data")
 
 
+ProposeHook = Callable[["ActiveLearningLoop", int, Selection, PoolView], None]
+"""``hook(loop, batch_number, selection, view)``: called with every batch put to the annotator (``0`` is
+the initial set; ``selection.indices`` in the order chosen, ``selection.utilities`` ``(N,)``; ``view``
+what the strategy saw, uncertainty NaN before any model)."""
+
+
 def stream_correlation(uncertainty: np.ndarray, typicality: np.ndarray) -> float:
     """Spearman rank correlation of the two streams (NaN if either is constant or too short)."""
     if len(uncertainty) < 3 or np.ptp(uncertainty) == 0 or np.ptp(typicality) == 0:
@@ -136,6 +154,11 @@ class ActiveLearningLoop:
         on_round: called with each :class:`RoundRecord` as soon as it is measured (results file, logger).
         static_extras: ``(N, ...)`` arrays that never change between rounds (e.g. ``pixel_stats``), handed
             to every acquisition in ``PoolView.extras`` beside the task model's per-round extras.
+        cold_start: ``random`` (the seed's random initial set, paired across strategies) or the name of a
+            strategy that needs no task model (``typiclust``, ``probcover``, ``coreset``, ``density``):
+            it picks the initial set from the data stream alone.
+        on_propose: see :data:`ProposeHook` (a lab's query list and plots).
+        on_wait: called when the annotator has not answered a batch yet (save the state); the run stops.
 
     Resuming: :meth:`snapshot` (called from ``on_round``) captures the state after a round,
     :meth:`restore` puts it into a fresh loop before :meth:`run`, which then goes on from the next
@@ -156,6 +179,9 @@ class ActiveLearningLoop:
         on_round: Callable[[RoundRecord], None] | None = None,
         progress: bool = True,
         static_extras: Mapping[str, np.ndarray] | None = None,
+        cold_start: str = "random",
+        on_propose: ProposeHook | None = None,
+        on_wait: Callable[[], None] | None = None,
     ):
         self.images = pool_images
         self.static_extras = dict(static_extras or {})
@@ -167,6 +193,9 @@ class ActiveLearningLoop:
         self.settings = settings
         self.seed = seed
         self.on_round = on_round or (lambda record: None)
+        self.on_propose = on_propose
+        self.on_wait = on_wait or (lambda: None)
+        self.cold_start = cold_start
         self.progress = progress
         n = len(pool_images)
         settings.check(n)
@@ -190,9 +219,40 @@ class ActiveLearningLoop:
         self.masks[answers.labeled] = answers.masks
         self.n_skipped += len(answers.skipped)
 
-    def _propose_and_ask(self, indices: np.ndarray) -> None:
-        self.proposed.append(np.asarray(indices, dtype=np.int64).copy())
-        self._ask(indices)
+    def _propose_and_ask(self, selection: Selection, view: PoolView) -> bool:
+        """Put a batch to the annotator; False when it has not answered yet (the batch stays pending)."""
+        self.proposed.append(np.asarray(selection.indices, dtype=np.int64).copy())
+        if self.on_propose is not None:
+            self.on_propose(self, len(self.proposed) - 1, selection, view)
+        return self._ask_or_wait(selection.indices)
+
+    def _ask_or_wait(self, indices: np.ndarray) -> bool:
+        try:
+            self._ask(indices)
+        except AnswersPending as waiting:
+            log.info("%s", waiting)
+            return False
+        return True
+
+    @property
+    def pending(self) -> np.ndarray:
+        """``(P,)`` int64 items of the last proposed batch without an answer yet."""
+        if not self.proposed:
+            return np.zeros(0, dtype=np.int64)
+        last = self.proposed[-1]
+        return last[~self.queried[last]]
+
+    def _initial_selection(self) -> tuple[Selection, PoolView]:
+        """The first batch: the seed's random draw, or a label-free strategy on the data stream."""
+        n, k = len(self.images), self.settings.budgets[0]
+        rng = np.random.default_rng([self.seed, 0])
+        nan = np.full(n, np.nan)
+        view = PoolView(self.stream.embedding, self.stream.typicality, nan, self.queried.copy(), dict(self.static_extras))
+        if self.cold_start == "random":
+            return Selection(rng.choice(n, k, replace=False).astype(np.int64), nan.copy()), view
+        # No task model yet: strategies that read uncertainty see a constant.
+        blind = PoolView(view.embedding, view.typicality, np.zeros(n), view.queried, view.extras)
+        return acquire(self.cold_start, blind, k, rng), view
 
     def snapshot(self, config_hash: str = "", pool: str = "") -> LoopState:
         """The loop's state now (after the last round's queries were answered), for :meth:`LoopState.save`."""
@@ -206,17 +266,24 @@ class ActiveLearningLoop:
             records=[asdict(r) for r in self.records],
         )
 
-    def restore(self, state: LoopState) -> None:
-        """Continue from ``state`` (written by :meth:`snapshot` for this pool and settings) at the next :meth:`run`."""
+    def restore(self, state: LoopState, check_rounds: bool = True) -> None:
+        """Continue from ``state`` (written by :meth:`snapshot` for this pool and settings) at the next :meth:`run`.
+
+        ``check_rounds=False`` (a lab's open-ended project) lets the batch size, hence the number of
+        rounds, change between calls.
+        """
         n = len(self.images)
-        if len(state.queried) != n or state.n_rounds != self.settings.n_rounds:
+        if len(state.queried) != n or (check_rounds and state.n_rounds != self.settings.n_rounds):
             raise ConfigError(
                 f"the loop state is for {len(state.queried)} items and {state.n_rounds} rounds, this run has {n} and"
                 f" {self.settings.n_rounds}; start over in a new hydra.run.dir"
             )
         self.queried[:], self.labeled[:], self.skipped[:] = state.queried, state.labeled, state.skipped
-        self.masks = np.zeros((n, *state.answers.shape[1:]), dtype=state.answers.dtype)
-        self.masks[state.answer_index] = state.answers
+        if len(state.answer_index):
+            self.masks = np.zeros((n, *state.answers.shape[1:]), dtype=state.answers.dtype)
+            self.masks[state.answer_index] = state.answers
+        else:  # nothing answered yet (a lab's cold start): the first answers fix the masks' shape
+            self.masks = None
         self.n_skipped = int(state.skipped.sum())
         self.proposed = [np.asarray(b, dtype=np.int64).copy() for b in state.proposed]
         self.records = [RoundRecord(**r) for r in state.records]
@@ -231,11 +298,13 @@ class ActiveLearningLoop:
         if not self.proposed:  # a fresh run
             self.rng = np.random.default_rng([self.seed, 1])
             # The initial set depends on the seed only, so strategies are compared on paired curves.
-            self._propose_and_ask(np.random.default_rng([self.seed, 0]).choice(n, s.budgets[0], replace=False))
-        else:  # resumed: a batch proposed but not answered yet is put to the annotator again
-            last = self.proposed[-1]
-            if (~self.queried[last]).any():
-                self._ask(last[~self.queried[last]])
+            if not self._propose_and_ask(*self._initial_selection()):
+                self.on_wait()
+                return list(self.records)
+        elif len(self.pending):  # resumed: a batch proposed but not answered yet is put to the annotator again
+            if not self._ask_or_wait(self.pending):
+                self.on_wait()
+                return list(self.records)
         assert self.rng is not None
         rng = self.rng
         start_round = self.round + 1
@@ -260,6 +329,7 @@ class ActiveLearningLoop:
             free = ~self.queried
             corr = stream_correlation(uncertainty[free], self.stream.typicality[free])
             select_seconds = 0.0
+            waiting = False
             record = RoundRecord(
                 round=r,
                 n_labeled=int(self.labeled.sum()),
@@ -277,7 +347,7 @@ class ActiveLearningLoop:
                 t0 = time.perf_counter()
                 selection = acquire(self.acquisition, view, s.batch_at(r), rng, **self.params)
                 select_seconds = time.perf_counter() - t0
-                self._propose_and_ask(selection.indices)
+                waiting = not self._propose_and_ask(selection, view)
             record.selection_seconds = select_seconds
             record.seconds = time.perf_counter() - start
             self.records.append(record)
@@ -287,5 +357,8 @@ class ActiveLearningLoop:
                 "round %d: %d labelled, %d queried (%d skipped), score %.4f, stream corr %.3f, %.1fs",
                 r, record.n_labeled, record.n_queried, record.n_skipped, score, corr, record.seconds,
             )
-            self.on_round(record)
+            self.on_round(record)  # saves the state, with a batch still waiting for answers if so
+            if waiting:
+                break
+        bar.close()
         return list(self.records)

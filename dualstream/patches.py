@@ -79,6 +79,15 @@ def downsample(section: np.ndarray, factor: int) -> np.ndarray:
     return blocks.mean(axis=(1, 3), dtype=np.float32)
 
 
+def downsample_mask(labels: np.ndarray, factor: int, label_threshold: float = 0.0) -> np.ndarray:
+    """``(y, x)`` label values -> uint8 ``{0, 1}`` mask on the ``factor`` x coarser grid.
+
+    Foreground is ``> label_threshold``; a coarse pixel is foreground when at least half of its block is
+    (the rule for the pool's labels, and for a lab's ingested label boxes, so both give the same masks).
+    """
+    return (downsample((labels > label_threshold).astype(np.float32), factor) >= 0.5).astype(np.uint8)
+
+
 def tile_origins(shape_yx: tuple[int, int], patch: int, stride: int) -> list[tuple[int, int]]:
     """Top-left corners of ``patch x patch`` tiles at ``stride``, all fully inside ``shape_yx``."""
     ys = range(0, shape_yx[0] - patch + 1, stride)
@@ -91,11 +100,12 @@ def _tiles(section: np.ndarray, origins: Sequence[tuple[int, int]], patch: int) 
 
 
 def read_section(
-    image: Volume, labels: Volume, ignore: Volume | None, z: int, factor: int, label_threshold: float
+    image: Volume, labels: Volume | None, ignore: Volume | None, z: int, factor: int, label_threshold: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Section ``z`` as the model sees it: image float32 ``[0, 1]``, labels uint8 ``{0, 1}``
-    (foreground where ``> label_threshold``, re-thresholded at half coverage after downsampling), and the
-    float32 share of each pixel in the ignore mask; all ``(y, x)`` after ``factor`` x downsampling.
+    (foreground where ``> label_threshold``, re-thresholded at half coverage after downsampling; all 0
+    without a label volume), and the float32 share of each pixel in the ignore mask; all ``(y, x)``
+    after ``factor`` x downsampling.
 
     Raises:
         DataError: the section holds NaN or Inf (a float image).
@@ -106,14 +116,16 @@ def read_section(
         if n_bad:
             raise DataError(f"{image.source}: section {z} holds {n_bad} NaN/Inf voxels; replace them before using the image")
     img = downsample(normalise_intensity(raw, image.intensity), factor)
-    lab = (downsample((labels.section(z) > label_threshold).astype(np.float32), factor) >= 0.5).astype(np.uint8)
+    lab = (
+        downsample_mask(labels.section(z), factor, label_threshold) if labels is not None else np.zeros(img.shape, dtype=np.uint8)
+    )
     ign = downsample((ignore.section(z) > 0).astype(np.float32), factor) if ignore is not None else np.zeros_like(img)
     return img, lab, ign
 
 
 def extract_patches(
     image: Volume,
-    labels: Volume,
+    labels: Volume | None,
     sections: Sequence[int],
     patch_size: int,
     stride: int | None = None,
@@ -126,7 +138,8 @@ def extract_patches(
     Reads one section at a time, so only the patches are held in memory.
 
     Args:
-        image, labels: aligned ``(z, y, x)`` volumes; labels are foreground where ``> label_threshold``.
+        image, labels: aligned ``(z, y, x)`` volumes; labels are foreground where ``> label_threshold``
+            (``None``: an unlabelled pool, all labels 0).
         sections: section indices ``z`` to use.
         patch_size: tile side ``P`` in (downsampled) pixels.
         stride: tile step; defaults to ``patch_size`` (non-overlapping).
@@ -136,7 +149,8 @@ def extract_patches(
     Raises:
         EmptyPoolError: the sections are smaller than one patch.
     """
-    check_aligned(image, labels, "labels")
+    if labels is not None:
+        check_aligned(image, labels, "labels")
     if ignore is not None:
         check_aligned(image, ignore, "ignore mask")
     stride = stride or patch_size
@@ -281,3 +295,25 @@ def build_pools(data: Any) -> tuple[PatchPool, PatchPool]:
                 " use 0 for 0/1 masks, 127 for 0/255 masks, or check data.labels and data.sections"
             )
     return pool, test
+
+
+def build_unlabelled_pool(data: Any) -> PatchPool:
+    """The pool of a volume nobody has labelled: every selected section, no test split, labels all 0.
+
+    ``data`` keys: ``image, voxel_size, intensity_range, sections, downsample, patch_size, stride``
+    (``labels`` null). Used when a lab annotates its own volume (``dualstream-suggest``).
+    """
+    patch_size = _int_key(data, "patch_size", 64)
+    if patch_size < 8:
+        raise ConfigError(f"data.patch_size must be at least 8 pixels, got {data.patch_size}")
+    factor = _int_key(data, "downsample", 1)
+    if factor < 1:
+        raise ConfigError(f"data.downsample: must be an integer >= 1 (1 = full resolution), got {factor}")
+    stride = data.get("stride")
+    if stride is not None and (_int_key(data, "stride", 64) < 1):
+        raise ConfigError(f"data.stride: must be >= 1 or null (= data.patch_size), got {stride}")
+    image = open_volume(data.image, data.get("voxel_size"), role="data.image")
+    image.intensity = intensity_range(image, data.get("intensity_range"), role="data.image")
+    ignore = open_volume(data.ignore, data.get("voxel_size"), role="data.ignore") if data.get("ignore") else None
+    sections = _select(data.get("sections"), len(image), "data.sections")
+    return extract_patches(image, None, sections, patch_size, stride=stride, factor=factor, ignore=ignore)

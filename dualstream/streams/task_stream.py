@@ -115,8 +115,10 @@ class TaskStream:
         return float(entry["loss"])
 
     def score(self) -> float:
-        """Foreground IoU of the current model on the test set."""
+        """Foreground IoU of the current model on the test set (NaN without one: a lab's unlabelled volume)."""
         assert self.trainer is not None, "fit() first"
+        if len(self.test_images) == 0:
+            return float("nan")
         return float(self.trainer.test(self.module, datamodule=self.data, verbose=False)[0]["test/iou"])
 
     def _predict_pool(self) -> dict[str, np.ndarray]:
@@ -151,6 +153,15 @@ class TaskStream:
         if probs.shape[1] > 1:
             self._extras["bald"] = patch_uncertainty(probs, "bald", reduction, topk)
         return patch_uncertainty(probs, u.get("measure", "entropy"), reduction, topk)
+
+    def predict_masks(self, indices: np.ndarray) -> np.ndarray:
+        """``(B, P, P)`` uint8 0/1 masks the current model predicts for pool items ``indices`` (p >= 0.5)."""
+        assert self.module is not None, "fit() first"
+        self.module.eval()
+        images = torch.from_numpy(np.ascontiguousarray(self.pool_images[np.asarray(indices)]))[:, None]
+        with torch.no_grad():
+            probs = torch.sigmoid(self.module(images.to(self.module.device)))
+        return (probs[:, 0] >= 0.5).cpu().numpy().astype(np.uint8)
 
     def pool_extras(self) -> dict[str, np.ndarray]:
         """Arrays computed by the last :meth:`pool_uncertainty` call, for ``PoolView.extras``."""
