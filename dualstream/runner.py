@@ -1,4 +1,4 @@
-"""One run from a composed config: data -> two streams -> loop -> results file and logger.
+"""One run from a composed config: task set-up -> two streams -> loop -> results file and logger.
 
 This is the only place that knows every config group; the pieces it wires never read configs whole.
 """
@@ -13,65 +13,71 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dualstream.artifacts import inject_from_config
-from dualstream.loop import ActiveLearningLoop, LoopSettings, TaskModel
-from dualstream.oracle import Annotator, SimulatedAnnotator
-from dualstream.patches import build_pools
+from dualstream.errors import ConfigError
+from dualstream.loop import ActiveLearningLoop, LoopSettings, ProposeHook, TaskModel
+from dualstream.oracle import Annotator, FilesAnnotator
 from dualstream.results import (
     RESULTS_FILE, RoundRecord, RunResults, area_under_curve, load_results, log_area_under_curve,
 )
 from dualstream.state import LoopState, clear_state, config_hash, pool_fingerprint
-from dualstream.streams.data_stream import DataStream, fit_data_stream
+from dualstream.streams.data_stream import DataStream
 from dualstream.streams.pixel_stats import pixel_statistics
-from dualstream.streams.task_stream import TaskStream
+from dualstream.tasks import TaskSetup, task_module
 from dualstream.tracking import make_tracker
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig, run_dir: str | Path) -> RunResults:
-    """Run the loop the config describes; write ``results.json`` into ``run_dir`` after every round."""
-    apply_acquisition_needs(cfg)
-    if cfg.task.name == "detect":
-        from dualstream.detect_runner import run_detect
+def run(cfg: DictConfig, run_dir: str | Path, make_hook: Callable[[TaskSetup], ProposeHook] | None = None) -> RunResults:
+    """Run the loop the config describes; write ``results.json`` into ``run_dir`` after every round.
 
-        return run_detect(cfg, run_dir)
+    The task plug-in (:mod:`dualstream.tasks`) builds the pool, the streams and the simulated
+    annotator; ``annotator=files`` answers from a lab's ingested label files instead (the loop then
+    stops at the first batch nobody has answered yet, its state saved: ``dualstream-suggest``).
+    ``make_hook(setup)`` may return a hook called with every batch the loop puts to the annotator
+    (:data:`dualstream.loop.ProposeHook`; a lab's query files).
+    """
+    task = task_module(cfg)
+    apply_acquisition_needs(cfg)
     run_dir = Path(run_dir)
     if cfg.trainer.get("cpu_threads"):
         torch.set_num_threads(int(cfg.trainer.cpu_threads))
     container = OmegaConf.to_container(cfg, resolve=True)
-    pool, test = build_pools(cfg.data)
-    if cfg.data.get("inject_artifacts"):
-        pool = inject_from_config(pool, cfg.data, int(cfg.seed))
-    artifacts = pool.is_artifact(cfg.loop.artifact_threshold)
-    log.info(
-        "pool: %d patches of %dx%d px (%s nm voxels), %d artifacts; test: %d patches",
-        len(pool), pool.patch_size, pool.patch_size, "x".join(f"{v:g}" for v in pool.voxel_size), int(artifacts.sum()), len(test),
-    )
-    # loop.initial=all: label the whole pool once -- the "every pool item" reference of the report.
-    full_pool = str(cfg.loop.initial) == "all"
-    settings = (
-        LoopSettings(len(pool), 1, 0) if full_pool else LoopSettings.from_config(cfg.loop)
-    )
-    settings.check(len(pool))  # fail on a bad budget before the encoder trains
+    setup = task.prepare(cfg, run_dir)
+    annotator = make_annotator(cfg, setup, run_dir)
     results = RunResults(
         acquisition=cfg.acquisition.name,
         seed=int(cfg.seed),
         task=cfg.task.name,
         metric=cfg.task.metric,
         config=container,
-        extra={"pool_size": len(pool), "test_size": len(test), "n_artifacts": int(artifacts.sum()), "full_pool": full_pool},
+        extra=dict(setup.extra),
     )
+    results.write(run_dir)  # what the task's set-up measured survives even if the loop fails
+    hook = make_hook(setup) if make_hook is not None else None
+    return drive_loop(cfg, run_dir, results, setup.items, setup.streams, annotator, setup.settings, hook)
 
-    def streams() -> tuple[DataStream, TaskStream]:
-        stream = fit_data_stream(pool.images, cfg.encoder, cfg.trainer, int(cfg.encoder.seed), cfg.paths.get("cache_dir"))
-        cache = cfg.paths.get("cache_dir")
-        # Round 0 (the seed's random initial set) is the same fit for every acquisition: train it once.
-        fits = Path(cache) / "fits" if cache else None
-        return stream, TaskStream(cfg.model, cfg.trainer, pool.images, test.images, test.labels, fit_cache=fits)
 
-    annotator = SimulatedAnnotator(pool.labels, pool.ignore_share, cfg.loop.artifact_threshold)
-    return drive_loop(cfg, run_dir, results, pool.images, streams, annotator, settings)
+def make_annotator(cfg: DictConfig, setup: TaskSetup, run_dir: Path) -> Annotator:
+    """The ``annotator`` group: ``simulated`` (ground truth of the pool) or ``files`` (ingested label files).
+
+    Raises:
+        ConfigError: ``simulated`` on a pool without labels, or an unknown annotator name.
+    """
+    name = (cfg.get("annotator") or {}).get("name", "simulated")
+    if name == "simulated":
+        if setup.annotator is None:
+            raise ConfigError(
+                "annotator=simulated answers from ground truth, but data.labels is not set; give data.labels,"
+                " or annotate the volume yourself: dualstream-suggest project=DIR data.image=... (README)"
+            )
+        return setup.annotator
+    if name == "files":
+        from dualstream.project.answers import read_answers
+
+        project = Path(cfg.annotator.get("project") or run_dir)
+        return FilesAnnotator(lambda: read_answers(project), where=str(project))
+    raise ConfigError(f"annotator.name={name!r} is unknown; use annotator=simulated or annotator=files")
 
 
 def apply_acquisition_needs(cfg: DictConfig) -> None:
@@ -81,12 +87,8 @@ def apply_acquisition_needs(cfg: DictConfig) -> None:
     sweep over the zoo pays for MC sampling in the BALD runs only. The results file records the value used.
     """
     wanted = int(cfg.acquisition.get("mc_samples") or 1)
-    if wanted <= 1:
-        return
-    if cfg.task.name == "detect":
-        cfg.task.verifier.mc_samples = max(int(cfg.task.verifier.get("mc_samples") or 1), wanted)
-    else:
-        cfg.model.module.mc_samples = max(int(cfg.model.module.get("mc_samples") or 1), wanted)
+    if wanted > 1:
+        task_module(cfg).raise_mc_samples(cfg, wanted)
 
 
 def drive_loop(
@@ -97,6 +99,7 @@ def drive_loop(
     streams: Callable[[], tuple[DataStream, TaskModel]],
     annotator: Annotator,
     settings: LoopSettings,
+    on_propose: ProposeHook | None = None,
 ) -> RunResults:
     """Start the logger, build the two streams, run the loop; rewrite ``results.json`` after each round.
 
@@ -108,7 +111,8 @@ def drive_loop(
     with ``resume`` (default true) a run directory holding a state resumes after its last round, or
     returns at once when the run is already finished; ``resume=false`` discards the state and starts over.
     """
-    state_hash, fingerprint = config_hash(results.config), pool_fingerprint(items)
+    lab = isinstance(annotator, FilesAnnotator)
+    state_hash, fingerprint = config_hash(state_config(results.config, lab)), pool_fingerprint(items)
     state = None
     if cfg.get("resume", True):
         state = LoopState.load(run_dir)
@@ -153,16 +157,32 @@ def drive_loop(
         loop = ActiveLearningLoop(
             items, stream, task, annotator, results.acquisition, cfg.acquisition.get("params") or {}, settings,
             results.seed, on_round=on_round, progress=bool(cfg.get("progress", True)), static_extras=static,
+            cold_start=str(cfg.loop.get("cold_start") or "random"), on_propose=on_propose,
+            on_wait=lambda: loop.snapshot(state_hash, fingerprint).save(run_dir),
         )
         if state is not None:
-            loop.restore(state)
+            loop.restore(state, check_rounds=not lab)
             results.extra["resumed_after_round"] = state.round
             results.write(run_dir)  # the restored records, in case an earlier stage rewrote the file (detect)
             log.info("%s: resuming after round %d of %d", run_dir, state.round, state.n_rounds)
             for record in results.records:  # a fresh logger run: give it the rounds done before
                 tracker.log({k: v for k, v in record.to_dict().items() if k != "round"}, step=record.round)
         loop.run()
+        results.extra["waiting_for_answers"] = len(loop.pending)
+        if len(loop.pending):
+            results.write(run_dir)
         status = "success"
     finally:
         tracker.finish(status)
     return results
+
+
+# Keys a lab may change between two suggest calls without invalidating the project's loop state
+# (the batch size, the logger, progress bars); everything else (data, encoder, model, acquisition,
+# seed) must stay what the labels so far were chosen with.
+LAB_FREE_KEYS = ("loop", "logger", "progress", "resume", "paths", "annotator", "project", "hydra")
+
+
+def state_config(config: dict, lab: bool) -> dict:
+    """The part of a run's config its loop state is tied to (all of it for a simulated run)."""
+    return {k: v for k, v in config.items() if k not in LAB_FREE_KEYS} if lab else config

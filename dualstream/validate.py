@@ -33,7 +33,6 @@ from dualstream.errors import ConfigError, DataError
 CHECKED_GROUPS = ("data", "task", "encoder", "model", "acquisition", "loop", "trainer", "logger", "paths")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 PRECISIONS = ("64", "64-true", "32", "32-true", "16", "16-mixed", "bf16", "bf16-mixed", "16-true", "bf16-true", "transformer-engine")
-TASKS = ("segment", "detect")
 _MISSING = object()
 
 
@@ -239,7 +238,8 @@ def _check_sections(cfg: DictConfig) -> None:
 def check_data(cfg: DictConfig, check_files: bool = True) -> None:
     if check_files:
         _check_spec(cfg, "data.image", True)
-        _check_spec(cfg, "data.labels", True)
+        # A lab's own volume (annotator=files) has no labels: the annotator paints them.
+        _check_spec(cfg, "data.labels", _get(cfg, "annotator.name", "simulated") == "simulated")
         for key in ("data.ignore", "data.test_image", "data.test_labels"):
             _check_spec(cfg, key, False)
     if bool(_get(cfg, "data.test_image", None)) != bool(_get(cfg, "data.test_labels", None)):
@@ -264,25 +264,30 @@ def check_data(cfg: DictConfig, check_files: bool = True) -> None:
 
 
 def check_task(cfg: DictConfig) -> None:
-    name = check_choice(cfg, "task.name", TASKS, " (task=segment or task=detect)")
-    if name != "detect":
-        return
-    from dualstream.models.segmentation import SegmentationModule
+    """``task.name`` names a task plug-in (:mod:`dualstream.tasks`); its own keys are checked by it."""
+    from dualstream.tasks import BUILTIN, task_module
 
-    check_int(cfg, "task.crop_size", 8)
-    check_number(cfg, "task.match_iou", 0.0, 1.0, low_open=True)
-    check_int(cfg, "task.detector.train_patches", 1)
-    check_number(cfg, "task.detector.positive_share", 0.0, 1.0, default=0.5)
-    check_number(cfg, "task.detector.threshold", 0.0, 1.0, low_open=True, high_open=True)
-    check_int(cfg, "task.detector.min_size", 1)
-    check_int(cfg, "task.detector.steps", 1)
-    check_int(cfg, "task.detector.batch_size", 1)
-    _check_kwargs(cfg, "task.detector.module", SegmentationModule, "the detector's U-Net")
-    check_int(cfg, "task.verifier.steps", 1)
-    check_int(cfg, "task.verifier.batch_size", 1)
-    check_int(cfg, "task.verifier.mc_samples", 1, default=1)
-    check_number(cfg, "task.verifier.lr", 0.0, low_open=True)
-    check_number(cfg, "task.verifier.dropout", 0.0, 1.0, high_open=True)
+    if _get(cfg, "task.module", None) is None:
+        check_choice(cfg, "task.name", tuple(BUILTIN), " (task=segment or task=detect, or task.module=your task)")
+    task_module(cfg).check_config(cfg)
+
+
+def check_annotator(cfg: DictConfig) -> None:
+    """``annotator.name`` and ``loop.cold_start`` (a strategy that needs no task model, or random)."""
+    from dualstream.acquisition import REGISTRY
+
+    name = _get(cfg, "annotator.name", "simulated")
+    if name not in ("simulated", "files"):
+        raise ConfigError(f"annotator.name={name!r} is unknown; use annotator=simulated (ground truth) or annotator=files (a lab's labels)")
+    cold = _get(cfg, "loop.cold_start", "random")
+    label_free = ("random", "typiclust", "probcover", "coreset", "density")
+    if cold not in label_free and cold not in REGISTRY:
+        raise ConfigError(f"loop.cold_start={cold!r} is not a strategy; use one of {', '.join(label_free)}")
+    if cold not in label_free:
+        raise ConfigError(
+            f"loop.cold_start={cold!r} needs a task model, which the first batch does not have yet;"
+            f" use one of {', '.join(label_free)}"
+        )
 
 
 def check_encoder(cfg: DictConfig) -> None:
@@ -416,7 +421,7 @@ def check_loop(cfg: DictConfig) -> None:
     if initial != "all" and not (_is_int(initial) and initial >= 1):
         raise ConfigError(f"loop.initial: expected an integer >= 1 or 'all' (label every pool item once), got {initial!r}")
     check_int(cfg, "loop.batch", 1)
-    check_int(cfg, "loop.rounds", 0)
+    check_int(cfg, "loop.rounds", 0, optional=True)  # null: as many rounds as the pool holds (a lab's project)
     check_number(cfg, "loop.artifact_threshold", 0.0, 1.0, low_open=True, default=0.5)
     schedule = _get(cfg, "loop.schedule", None)
     if schedule is not None:
@@ -487,6 +492,7 @@ def validate(cfg: DictConfig, run_dir: str | Path | None = None, check_files: bo
     check_bool(cfg, "resume", default=True)
     _check_known_keys(cfg)
     check_task(cfg)
+    check_annotator(cfg)
     check_data(cfg, check_files)
     check_loop(cfg)
     check_encoder(cfg)

@@ -1,48 +1,62 @@
-"""One ``task=detect`` run: sections -> detector -> proposals -> two streams -> loop -> results file.
+"""``task=detect``: sections -> detector -> proposals; the annotator says True / False per proposal.
 
 The verification pipeline of Lin et al. (ECCV 2020): the annotator does not paint masks, a detector
 proposes objects and the annotator marks each proposal True / False (or skips an artifact). The loop,
 the acquisition functions and the results file are the dense task's; only what is queried (proposal
 crops instead of patches) and the task model (a verifier instead of the U-Net) change.
+
+``results.json`` has ``task: "detect"``, ``metric: "roi_accuracy"``, per-round ``precision``,
+``recall``, ``f1``, ``centroid_distance_nm`` (test proposals the verifier accepts), and top-level
+``n_proposals_pool``, ``n_proposals_test``, ``proposal_recall_pool``, ``proposal_recall_test``,
+``n_gt_objects_pool``, ``n_gt_objects_test``.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
-import numpy as np
-import torch
-from omegaconf import DictConfig, OmegaConf
-
-from dualstream.artifacts import corrupt_images, corrupt_proposals_from_config
+from dualstream.artifacts import corrupt_proposals_from_config
 from dualstream.errors import ConfigError, EmptyPoolError
 from dualstream.loop import LoopSettings
 from dualstream.matching import proposal_recall
 from dualstream.oracle import ProposalAnnotator
-from dualstream.proposals import Proposals, build_proposals, read_sections, run_detector
-from dualstream.results import RunResults
-from dualstream.runner import drive_loop
-from dualstream.streams.data_stream import DataStream, fit_data_stream
-from dualstream.streams.verification_stream import VerificationStream
+from dualstream.proposals import build_proposals, read_sections, run_detector
 
 log = logging.getLogger(__name__)
 
 
-def run_detect(cfg: DictConfig, run_dir: str | Path) -> RunResults:
-    """Run the proposal-verification loop the config describes; write ``results.json`` after every round.
+def check_config(cfg: Any) -> None:
+    """The detector's and the verifier's keys (types and ranges), before anything trains."""
+    from dualstream.models.segmentation import SegmentationModule
+    from dualstream.validate import _check_kwargs, check_int, check_number
 
-    ``results.json`` has ``task: "detect"``, ``metric: "roi_accuracy"``, per-round ``precision``,
-    ``recall``, ``f1``, ``centroid_distance_nm`` (test proposals the verifier accepts), and top-level
-    ``n_proposals_pool``, ``n_proposals_test``, ``proposal_recall_pool``, ``proposal_recall_test``,
-    ``n_gt_objects_pool``, ``n_gt_objects_test``.
-    """
-    run_dir = Path(run_dir)
-    if cfg.trainer.get("cpu_threads"):
-        torch.set_num_threads(int(cfg.trainer.cpu_threads))
-    container = OmegaConf.to_container(cfg, resolve=True)
+    check_int(cfg, "task.crop_size", 8)
+    check_number(cfg, "task.match_iou", 0.0, 1.0, low_open=True)
+    check_int(cfg, "task.detector.train_patches", 1)
+    check_number(cfg, "task.detector.positive_share", 0.0, 1.0, default=0.5)
+    check_number(cfg, "task.detector.threshold", 0.0, 1.0, low_open=True, high_open=True)
+    check_int(cfg, "task.detector.min_size", 1)
+    check_int(cfg, "task.detector.steps", 1)
+    check_int(cfg, "task.detector.batch_size", 1)
+    _check_kwargs(cfg, "task.detector.module", SegmentationModule, "the detector's U-Net")
+    check_int(cfg, "task.verifier.steps", 1)
+    check_int(cfg, "task.verifier.batch_size", 1)
+    check_int(cfg, "task.verifier.mc_samples", 1, default=1)
+    check_number(cfg, "task.verifier.lr", 0.0, low_open=True)
+    check_number(cfg, "task.verifier.dropout", 0.0, 1.0, high_open=True)
+
+
+def raise_mc_samples(cfg: Any, wanted: int) -> None:
+    cfg.task.verifier.mc_samples = max(int(cfg.task.verifier.get("mc_samples") or 1), wanted)
+
+
+def prepare(cfg: Any, run_dir: str | Path) -> "TaskSetup":
+    from dualstream.streams.data_stream import fit_data_stream
+    from dualstream.streams.verification_stream import VerificationStream
+    from dualstream.tasks import TaskSetup
+
     task_cfg = cfg.task
     det = task_cfg.detector
     threshold, min_size, crop, match_iou = float(det.threshold), int(det.min_size), int(task_cfg.crop_size), float(task_cfg.match_iou)
@@ -56,6 +70,8 @@ def run_detect(cfg: DictConfig, run_dir: str | Path) -> RunResults:
         raise ConfigError(f"task.detector.train_patches and task.detector.min_size must be >= 1, got {det.train_patches}, {min_size}")
     if not 0.0 <= float(det.get("positive_share", 0.5)) <= 1.0:
         raise ConfigError(f"task.detector.positive_share must be in [0, 1], got {det.positive_share}")
+    if not cfg.data.get("labels"):
+        raise ConfigError("task=detect needs data.labels (the detector is trained on labelled patches); give data.labels")
     artifact_threshold = float(cfg.loop.artifact_threshold)
     # loop.initial=all: verify every pool proposal once -- the "every pool item" reference of the report.
     full_pool = str(cfg.loop.initial) == "all"
@@ -111,31 +127,12 @@ def run_detect(cfg: DictConfig, run_dir: str | Path) -> RunResults:
         len(pool), extra["n_true_proposals_pool"], len(pool_objects), extra["proposal_recall_pool"],
         len(test), extra["n_true_proposals_test"], len(test_objects), extra["proposal_recall_test"],
     )
-    results = RunResults(
-        acquisition=cfg.acquisition.name, seed=int(cfg.seed), task=task_cfg.name, metric=task_cfg.metric, config=container, extra=extra
-    )
-    results.write(run_dir)  # the proposal stage's numbers survive even if the loop fails
 
-    def streams() -> tuple[DataStream, VerificationStream]:
+    def streams():
         # Data stream: the frozen encoder sees the image channel only (what a proposal looks like, not
         # what the detector thought of it), so typicality stays independent of the task stream.
         stream = fit_data_stream(pool.crops[:, 0], cfg.encoder, cfg.trainer, int(cfg.encoder.seed), cache_dir)
         return stream, VerificationStream(task_cfg.verifier, cfg.trainer, pool.crops, test, test_objects.centroids_nm)
 
     annotator = ProposalAnnotator(pool.truth, pool.ignore_share, artifact_threshold)
-    return drive_loop(cfg, run_dir, results, pool.crops, streams, annotator, settings)
-
-
-def corrupt_proposals(pool: Proposals, fraction: float, rng: np.random.Generator, kinds: Sequence[str] | None = None) -> Proposals:
-    """``data.inject_artifacts`` on the detect task: a share of pool proposals lands on an EM defect.
-
-    The image channel of ``round(fraction * N)`` proposal crops is corrupted (the detector's mask
-    channel is kept: the detector fired there) and their ``ignore_share`` set to 1, so the annotator
-    answers "skip".
-    """
-    images, kind = corrupt_images(pool.crops[:, 0], fraction, rng, kinds)
-    crops = pool.crops.copy()
-    crops[:, 0] = images
-    ignore = np.where(kind != "", 1.0, pool.ignore_share).astype(np.float32)
-    return replace(pool, crops=crops, ignore_share=ignore)
-
+    return TaskSetup(items=pool.crops, settings=settings, streams=streams, annotator=annotator, extra=extra, pool=pool)

@@ -1,0 +1,71 @@
+"""``task=segment``: the annotator paints the mask of a whole patch; the task model is a U-Net.
+
+Pool = square tiles of the pool sections (:mod:`dualstream.patches`); score = foreground IoU on the
+held-out test tiles. Without ``data.labels`` (a lab's unlabelled volume) the pool is cut from every
+selected section, there is no test set (the score is NaN) and no simulated annotator.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dualstream.artifacts import inject_from_config
+from dualstream.loop import LoopSettings
+from dualstream.oracle import SimulatedAnnotator
+from dualstream.patches import build_pools, build_unlabelled_pool
+
+log = logging.getLogger(__name__)
+
+
+def check_config(cfg: Any) -> None:
+    """The dense task has no keys of its own beyond ``name`` and ``metric``."""
+
+
+def raise_mc_samples(cfg: Any, wanted: int) -> None:
+    cfg.model.module.mc_samples = max(int(cfg.model.module.get("mc_samples") or 1), wanted)
+
+
+def prepare(cfg: Any, run_dir: str | Path) -> "TaskSetup":
+    from dualstream.streams.data_stream import fit_data_stream
+    from dualstream.streams.task_stream import TaskStream
+    from dualstream.tasks import TaskSetup
+
+    if cfg.data.get("labels"):
+        pool, test = build_pools(cfg.data)
+    else:
+        pool, test = build_unlabelled_pool(cfg.data), None
+    if cfg.data.get("inject_artifacts"):
+        pool = inject_from_config(pool, cfg.data, int(cfg.seed))
+    artifacts = pool.is_artifact(cfg.loop.artifact_threshold)
+    log.info(
+        "pool: %d patches of %dx%d px (%s nm voxels), %d artifacts; test: %s",
+        len(pool), pool.patch_size, pool.patch_size, "x".join(f"{v:g}" for v in pool.voxel_size), int(artifacts.sum()),
+        f"{len(test)} patches" if test is not None else "none (no labels)",
+    )
+    # loop.initial=all: label the whole pool once -- the "every pool item" reference of the report.
+    full_pool = str(cfg.loop.initial) == "all"
+    settings = LoopSettings(len(pool), 1, 0) if full_pool else LoopSettings.from_config(cfg.loop, len(pool))
+    settings.check(len(pool))  # fail on a bad budget before the encoder trains
+    extra = {
+        "pool_size": len(pool), "test_size": len(test) if test is not None else 0,
+        "n_artifacts": int(artifacts.sum()), "full_pool": full_pool,
+    }
+    empty = np.zeros((0, pool.patch_size, pool.patch_size), dtype=np.float32)
+    test_images = test.images if test is not None else empty
+    test_labels = test.labels if test is not None else empty.astype(np.uint8)
+
+    def streams():
+        cache = cfg.paths.get("cache_dir")
+        stream = fit_data_stream(pool.images, cfg.encoder, cfg.trainer, int(cfg.encoder.seed), cache)
+        # Round 0 (the seed's random initial set) is the same fit for every acquisition: train it once.
+        fits = Path(cache) / "fits" if cache else None
+        return stream, TaskStream(cfg.model, cfg.trainer, pool.images, test_images, test_labels, fit_cache=fits)
+
+    annotator = (
+        SimulatedAnnotator(pool.labels, pool.ignore_share, cfg.loop.artifact_threshold) if test is not None else None
+    )
+    return TaskSetup(items=pool.images, settings=settings, streams=streams, annotator=annotator, extra=extra, pool=pool)
