@@ -10,7 +10,7 @@ beyond ``exact_max`` items the neighbours are searched within each item's k-mean
 (time ``~N^2 D / K`` instead of ``N^2 D``).
 
 Helpers:
-    :func:`knn_graph`: blockwise exact kNN (distances and indices).
+    :func:`knn_graph`: kNN distances and indices (:mod:`dualstream.streams.knn`).
     :func:`relative_density`: LOF-style ratio of an item's kNN distance to its neighbours'.
     :func:`robust_z`: median / MAD z-score.
     :func:`within_cluster_percentile`: rank percentile of a score inside each cluster.
@@ -24,39 +24,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from dualstream.acquisition.geometry import BLOCK_ELEMS, kmeans
 from dualstream.acquisition.typiclust import _single_thread, cluster_typicality
+from dualstream.streams.knn import knn
 
 MAD_TO_SD = 1.4826  # MAD of a normal distribution x this = its standard deviation
 
 
 def knn_graph(embedding: np.ndarray, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Exact ``k`` nearest other items of every item, blockwise (like :func:`dualstream.streams.typicality.knn_distances`, plus indices).
+    """The ``k`` nearest other items of every item: :func:`dualstream.streams.knn.knn` (exact below its
+    size threshold, FAISS IVF above, recall logged).
 
     Args:
         embedding: ``(N, D)`` float.
         k: neighbours; clipped to ``N - 1``.
-        block: queries per block (memory ``block x N`` floats).
+        block: query block of the torch fallback (memory ``block x N`` floats).
 
     Returns:
         ``(dist (N, k) float32 ascending per row, idx (N, k) int64)``; ``k = 0`` columns when ``N < 2``.
     """
-    x = torch.from_numpy(np.ascontiguousarray(embedding, dtype=np.float32))
-    n = x.shape[0]
-    k = min(int(k), n - 1)
-    if k < 1:
-        return np.zeros((n, 0), dtype=np.float32), np.zeros((n, 0), dtype=np.int64)
-    dist = torch.empty(n, k)
-    idx = torch.empty(n, k, dtype=torch.int64)
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        d = torch.cdist(x[start:stop], x)
-        d[torch.arange(stop - start), torch.arange(start, stop)] = float("inf")  # not its own neighbour
-        top = torch.topk(d, k, dim=1, largest=False)
-        dist[start:stop], idx[start:stop] = top.values, top.indices
-    return dist.numpy(), idx.numpy()
+    return knn(embedding, k, block=block)
 
 
 def _lof_ratio(dist: np.ndarray, idx: np.ndarray) -> np.ndarray:
