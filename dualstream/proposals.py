@@ -212,12 +212,57 @@ def predict_sections(module: SegmentationModule, images: np.ndarray, patch_size:
     return out[:, :h, :w]
 
 
+def calibrate_threshold(probs: np.ndarray, masks: np.ndarray, target_recall: float, grid: np.ndarray | None = None) -> float:
+    """The highest probability threshold that keeps ``target_recall`` of the foreground pixels.
+
+    Computed on the detector's own training patches (the only labels it has), so a detector that is
+    more or less confident on another seed or resolution still proposes a comparable share of the
+    objects. Proposals are for recall; the verifier brings precision.
+
+    Args:
+        probs: ``(n, P, P)`` detector probabilities of its training patches.
+        masks: ``(n, P, P)`` their 0/1 masks.
+        target_recall: share of foreground pixels with ``prob >= threshold``, in ``(0, 1)``.
+        grid: candidate thresholds (default 0.02, 0.04, ..., 0.98).
+
+    Returns:
+        The threshold; the lowest of the grid when even that misses the target, 0.5 when the patches
+        hold no foreground.
+    """
+    grid = np.arange(0.02, 0.99, 0.02) if grid is None else np.asarray(grid, dtype=np.float64)
+    fg = np.asarray(probs)[np.asarray(masks) > 0]
+    if fg.size == 0:
+        return 0.5
+    recall = np.array([(fg >= t).mean() for t in grid])
+    ok = grid[recall >= target_recall]
+    return float(ok.max()) if len(ok) else float(grid.min())
+
+
+def detector_threshold(detector_cfg: Mapping[str, Any], calibrated: float | None) -> float:
+    """``task.detector.threshold`` as a number: itself, or the calibrated value when it is ``auto``."""
+    value = detector_cfg.get("threshold", 0.3)
+    if str(value) == "auto":
+        if calibrated is None:
+            raise ValueError("threshold=auto but the detector output carries no calibrated threshold")
+        return float(calibrated)
+    return float(value)
+
+
+def min_component_size(detector_cfg: Mapping[str, Any], voxel_size: tuple[float, float, float]) -> int:
+    """Smallest proposal in pixels: ``min_area_nm2`` over the pixel area when given (the same objects at
+    every resolution), else ``min_size`` pixels."""
+    area = detector_cfg.get("min_area_nm2")
+    if area is None:
+        return int(detector_cfg["min_size"])
+    return max(1, int(math.ceil(float(area) / (float(voxel_size[1]) * float(voxel_size[2])))))
+
+
 def _detector_key(pool: Sections, test: Sections, detector_cfg: Mapping[str, Any], patch_size: int, seed: int, artifact_threshold: float) -> str:
     h = hashlib.sha1()
     for arr in (pool.images, pool.labels, pool.ignore, test.images):
         h.update(np.ascontiguousarray(arr).tobytes())
     # Thresholding happens after the cache: tuning threshold / min_size reuses the trained detector.
-    trained = {k: v for k, v in dict(detector_cfg).items() if k not in ("threshold", "min_size")}
+    trained = {k: v for k, v in dict(detector_cfg).items() if k not in ("threshold", "min_size", "min_area_nm2", "target_recall")}
     h.update(json.dumps(trained, sort_keys=True, default=str).encode())
     h.update(f"{patch_size}/{seed}/{artifact_threshold}".encode())
     return h.hexdigest()[:16]
@@ -232,6 +277,15 @@ class DetectorOutput:
     seconds: float
     from_cache: bool
     key: str
+    #: ``(probs, masks)`` of the detector's training patches, for :func:`calibrate_threshold`.
+    train_probs: np.ndarray | None = None
+    train_masks: np.ndarray | None = None
+
+    def calibrated(self, target_recall: float) -> float | None:
+        """:func:`calibrate_threshold` on the training patches (``None`` when they are not kept)."""
+        if self.train_probs is None or self.train_masks is None:
+            return None
+        return calibrate_threshold(self.train_probs, self.train_masks, target_recall)
 
 
 def run_detector(
@@ -265,7 +319,11 @@ def run_detector(
         gpu = str(trainer_cfg.get("accelerator", "cpu")) in ("gpu", "cuda", "auto") and torch.cuda.is_available()
         module.to("cuda" if gpu else "cpu")
         pool_p, test_p = predict_sections(module, pool.images, patch_size), predict_sections(module, test.images, patch_size)
-        return DetectorOutput(pool_p, test_p, time.perf_counter() - start, False, key)
+        module.eval()
+        with torch.no_grad():
+            train_p = torch.sigmoid(module(torch.from_numpy(images[:, None]).to(next(module.parameters()).device)))
+        train_p = train_p.float().cpu().numpy()[:, 0]
+        return DetectorOutput(pool_p, test_p, time.perf_counter() - start, False, key, train_p, masks)
 
     if cache_dir is None:
         return compute()
@@ -275,11 +333,14 @@ def run_detector(
         if meta_path.exists():
             log.info("detector: loaded probabilities %s from cache", key)
             meta = json.loads(meta_path.read_text())
-            return DetectorOutput(np.load(folder / "pool.npy"), np.load(folder / "test.npy"), float(meta["seconds"]), True, key)
+            train = (np.load(folder / "train_probs.npy"), np.load(folder / "train_masks.npy")) if (folder / "train_masks.npy").exists() else (None, None)
+            return DetectorOutput(np.load(folder / "pool.npy"), np.load(folder / "test.npy"), float(meta["seconds"]), True, key, *train)
         out = compute()
         folder.mkdir(parents=True, exist_ok=True)
         np.save(folder / "pool.npy", out.pool)
         np.save(folder / "test.npy", out.test)
+        np.save(folder / "train_probs.npy", out.train_probs)
+        np.save(folder / "train_masks.npy", out.train_masks)
         # meta.json last: its presence marks a complete entry.
         meta_path.write_text(json.dumps({"seconds": out.seconds, "seed": seed, "detector": dict(detector_cfg)}, default=str))
     return out

@@ -18,7 +18,7 @@ from dualstream.streams.verification_stream import VerificationStream
 
 BIN = Path(sys.executable).parent
 RECORD_KEYS = {"round", "n_labeled", "n_queried", "n_skipped", "score", "stream_correlation", "seconds"}
-DETECT_METRICS = {"precision", "recall", "f1", "centroid_distance_nm"}
+DETECT_METRICS = {"precision", "recall", "f1", "centroid_distance_nm", "roi_accuracy", "always_false_accuracy"}
 TRAINER = {"accelerator": "cpu", "devices": 1, "precision": "32-true"}
 VERIFIER = {"width": 4, "steps": 3, "batch_size": 4, "lr": 1e-3, "mc_samples": 3}
 # The tiny runs' detector: a few steps, so its proposals are mostly noise, but there are plenty of them.
@@ -71,6 +71,9 @@ def test_verification_stream_trains_on_one_class_and_reports_metrics():
         assert 0.0 <= stream.score() <= 1.0
         metrics = stream.metrics()
         assert set(metrics) == DETECT_METRICS
+        assert stream.score() == metrics["f1"]
+        assert abs(stream.roi_accuracy() - metrics["roi_accuracy"]) < 1e-6
+        assert metrics["always_false_accuracy"] == float((test.truth == 0).mean())
         accepted = stream.test_probabilities() >= 0.5
         if accepted.any():
             assert 0.0 <= metrics["precision"] <= 1.0
@@ -91,11 +94,13 @@ def test_detect_run_end_to_end(tmp_path, tiny_overrides):
     proc = dualstream(*tiny_overrides, *DETECT_TINY, "logger=none", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["task"] == "detect" and results["metric"] == "roi_accuracy"
+    assert results["task"] == "detect" and results["metric"] == "f1"
     records = results["records"]
     assert [r["round"] for r in records] == [0, 1] and [r["n_queried"] for r in records] == [4, 8]
     assert all((RECORD_KEYS | DETECT_METRICS) <= set(r) for r in records)
     assert all(0.0 <= r["score"] <= 1.0 for r in records)
+    assert all(r["score"] == r["f1"] for r in records)  # the score is F1; ROI accuracy beside it
+    assert all(0.0 <= r["always_false_accuracy"] <= 1.0 for r in records)
     assert results["n_proposals_pool"] >= 8 and results["n_proposals_test"] >= 1
     assert results["n_gt_objects_test"] >= 1
     for key in ("proposal_recall_pool", "proposal_recall_test"):

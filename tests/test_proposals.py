@@ -190,3 +190,37 @@ def test_detector_patches_draws_positives_and_avoids_artifacts():
     assert not any(np.array_equal(i, images[1, :16, :16]) or np.array_equal(i, images[1, :16, 16:]) for i in imgs)
     imgs, _ = detector_patches(sections, 16, 50, np.random.default_rng(1))
     assert len(imgs) == 6  # 8 tiles, 2 artifacts
+
+
+def test_calibrated_threshold_keeps_the_target_share_of_foreground_pixels():
+    from dualstream.proposals import calibrate_threshold
+
+    masks = np.zeros((1, 4, 5), dtype=np.uint8)
+    masks[0, :2] = 1  # 10 foreground pixels with probabilities 0.05, 0.15, ..., 0.95
+    probs = np.zeros((1, 4, 5), dtype=np.float32)
+    probs[0, :2] = np.linspace(0.05, 0.95, 10).reshape(2, 5)
+    # 90% of 10 pixels = 9 must stay >= t: the 9 highest are >= 0.15, so t = 0.14 (grid step 0.02).
+    assert calibrate_threshold(probs, masks, 0.9) == pytest.approx(0.14)
+    assert calibrate_threshold(probs, masks, 0.5) == pytest.approx(0.54)  # 0.55 ... 0.95: 5 of 10
+    assert calibrate_threshold(probs, np.zeros_like(masks), 0.9) == 0.5  # no foreground: neutral
+    # Background probabilities do not matter, only the foreground's.
+    probs[0, 2:] = 0.99
+    assert calibrate_threshold(probs, masks, 0.9) == pytest.approx(0.14)
+
+
+def test_min_area_in_nm2_gives_the_same_objects_at_every_resolution():
+    from dualstream.proposals import min_component_size
+
+    det = {"min_size": 20, "min_area_nm2": 5000.0}
+    assert min_component_size(det, (5.0, 10.0, 10.0)) == 50   # 10 nm pixels: 100 nm^2 each
+    assert min_component_size(det, (5.0, 5.0, 5.0)) == 200    # native 5 nm: 4x the pixels
+    assert min_component_size({"min_size": 20}, (5.0, 5.0, 5.0)) == 20
+
+
+def test_threshold_auto_needs_a_calibrated_value():
+    from dualstream.proposals import detector_threshold
+
+    assert detector_threshold({"threshold": 0.3}, None) == 0.3
+    assert detector_threshold({"threshold": "auto"}, 0.42) == 0.42
+    with pytest.raises(ValueError):
+        detector_threshold({"threshold": "auto"}, None)

@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
+from dualstream.errors import ConfigError
 from dualstream.matching import detection_scores
 from dualstream.models.verifier import VerificationClassifier
 from dualstream.proposals import Proposals
@@ -37,6 +38,9 @@ class VerificationStream:
         pool_crops: ``(N, 2, C, C)`` float32 pool proposal crops (what the loop queries).
         test: the test proposals (crops, their True/False and their matching to ``test_objects``).
         test_objects_nm: ``(K, 3)`` centroids in nm of all ground-truth objects of the test sections.
+        metric: the round's score: ``f1`` of the test proposals the verifier accepts (default), or
+            ``roi_accuracy`` (share of test proposals judged right; on imbalanced proposal sets it sits
+            near the share of False proposals whatever the verifier does, see ``always_false_accuracy``).
     """
 
     def __init__(
@@ -46,7 +50,11 @@ class VerificationStream:
         pool_crops: np.ndarray,
         test: Proposals,
         test_objects_nm: np.ndarray,
+        metric: str = "f1",
     ):
+        if metric not in ("f1", "roi_accuracy"):
+            raise ConfigError(f"task.metric={metric!r} is not a detect score; use f1 or roi_accuracy")
+        self.metric = metric
         self.cfg, self.trainer_cfg = verifier_cfg, trainer_cfg
         self.pool_set = TensorDataset(_tensor(pool_crops))
         self.test = test
@@ -80,6 +88,12 @@ class VerificationStream:
         return torch.cat(out).float().cpu().numpy()  # type: ignore[arg-type]
 
     def score(self) -> float:
+        """The configured metric: F1 of the accepted test proposals, or ROI accuracy."""
+        if self.metric == "f1":
+            return float(self.metrics()["f1"])
+        return self.roi_accuracy()
+
+    def roi_accuracy(self) -> float:
         """ROI accuracy: share of test proposals whose True/False the verifier gets right (torchmetrics)."""
         assert self.trainer is not None, "fit() first"
         loader = DataLoader(self.test_set, batch_size=EVAL_BATCH)
@@ -98,7 +112,11 @@ class VerificationStream:
         """
         accepted = self.test_probabilities() >= 0.5
         scores = detection_scores(accepted, self.test.object_index, self.test.iou, self.test.centroids_nm, self.test_objects_nm)
-        return {k: scores[k] for k in ("precision", "recall", "f1", "centroid_distance_nm")}
+        out = {k: scores[k] for k in ("precision", "recall", "f1", "centroid_distance_nm")}
+        truth = self.test_set.tensors[1].numpy()
+        out["roi_accuracy"] = float(((accepted.astype(np.float32)) == truth).mean()) if len(truth) else float("nan")
+        out["always_false_accuracy"] = float((truth == 0).mean()) if len(truth) else float("nan")
+        return out
 
     def pool_probabilities(self) -> np.ndarray:
         """``(N,)`` float32 probability that each pool proposal is True."""

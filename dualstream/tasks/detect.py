@@ -5,8 +5,10 @@ proposes objects and the annotator marks each proposal True / False (or skips an
 the acquisition functions and the results file are the dense task's; only what is queried (proposal
 crops instead of patches) and the task model (a verifier instead of the U-Net) change.
 
-``results.json`` has ``task: "detect"``, ``metric: "roi_accuracy"``, per-round ``precision``,
-``recall``, ``f1``, ``centroid_distance_nm`` (test proposals the verifier accepts), and top-level
+``results.json`` has ``task: "detect"``, ``metric: "f1"`` (of the test proposals the verifier accepts;
+``task.metric=roi_accuracy`` for the older score), per-round ``precision``, ``recall``, ``f1``,
+``centroid_distance_nm``, ``roi_accuracy`` and ``always_false_accuracy`` (the ROI accuracy of answering
+False to every test proposal: the floor ROI accuracy must be read against), and top-level
 ``n_proposals_pool``, ``n_proposals_test``, ``proposal_recall_pool``, ``proposal_recall_test``,
 ``n_gt_objects_pool``, ``n_gt_objects_test``.
 """
@@ -14,15 +16,19 @@ crops instead of patches) and the task model (a verifier instead of the U-Net) c
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dualstream.artifacts import corrupt_proposals_from_config
 from dualstream.errors import ConfigError, EmptyPoolError
 from dualstream.loop import LoopSettings
 from dualstream.matching import proposal_recall
 from dualstream.oracle import ProposalAnnotator
-from dualstream.proposals import build_proposals, read_sections, run_detector
+from dualstream.proposals import build_proposals, detector_threshold, min_component_size, read_sections, run_detector
+
+if TYPE_CHECKING:
+    from dualstream.tasks import TaskSetup
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +42,11 @@ def check_config(cfg: Any) -> None:
     check_number(cfg, "task.match_iou", 0.0, 1.0, low_open=True)
     check_int(cfg, "task.detector.train_patches", 1)
     check_number(cfg, "task.detector.positive_share", 0.0, 1.0, default=0.5)
-    check_number(cfg, "task.detector.threshold", 0.0, 1.0, low_open=True, high_open=True)
+    if str(cfg.task.detector.get("threshold")) != "auto":
+        check_number(cfg, "task.detector.threshold", 0.0, 1.0, low_open=True, high_open=True)
+    check_number(cfg, "task.detector.target_recall", 0.0, 1.0, low_open=True, high_open=True, default=0.9)
+    if cfg.task.detector.get("min_area_nm2") is not None:
+        check_number(cfg, "task.detector.min_area_nm2", 0.0, low_open=True)
     check_int(cfg, "task.detector.min_size", 1)
     check_int(cfg, "task.detector.steps", 1)
     check_int(cfg, "task.detector.batch_size", 1)
@@ -52,6 +62,41 @@ def raise_mc_samples(cfg: Any, wanted: int) -> None:
     cfg.task.verifier.mc_samples = max(int(cfg.task.verifier.get("mc_samples") or 1), wanted)
 
 
+@dataclass
+class ProposalStage:
+    """What the detector made of the pool and test sections (before any active learning)."""
+
+    pool: Any  # Proposals
+    test: Any  # Proposals
+    pool_objects: Any  # GroundTruthObjects
+    test_objects: Any
+    probs: Any  # DetectorOutput
+    threshold: float
+    min_size: int
+
+
+def proposal_stage(cfg: Any) -> ProposalStage:
+    """Train (or load) the detector, threshold its probabilities (calibrated with ``threshold=auto``),
+    cut the proposals and match them to the ground truth. Shared by :func:`prepare` and the proposal
+    stability benchmark (``experiments/scripts/detect_proposal_counts.py``)."""
+    det = cfg.task.detector
+    auto = str(det.threshold) == "auto"
+    target_recall = float(det.get("target_recall") or 0.9)
+    crop, match_iou = int(cfg.task.crop_size), float(cfg.task.match_iou)
+    pool_sec, test_sec = read_sections(cfg.data)
+    probs = run_detector(
+        pool_sec, test_sec, det, cfg.trainer, int(cfg.data.patch_size), int(cfg.seed),
+        float(cfg.loop.artifact_threshold), cfg.paths.get("cache_dir"),
+    )
+    threshold = detector_threshold(det, probs.calibrated(target_recall) if auto else None)
+    min_size = min_component_size(det, pool_sec.voxel_size)
+    if auto:
+        log.info("detector: threshold %.2f keeps %.0f%% of its training foreground pixels", threshold, 100 * target_recall)
+    pool, pool_objects = build_proposals(probs.pool, pool_sec, threshold, min_size, crop, match_iou)
+    test, test_objects = build_proposals(probs.test, test_sec, threshold, min_size, crop, match_iou)
+    return ProposalStage(pool, test, pool_objects, test_objects, probs, threshold, min_size)
+
+
 def prepare(cfg: Any, run_dir: str | Path) -> "TaskSetup":
     from dualstream.streams.data_stream import fit_data_stream
     from dualstream.streams.verification_stream import VerificationStream
@@ -59,15 +104,19 @@ def prepare(cfg: Any, run_dir: str | Path) -> "TaskSetup":
 
     task_cfg = cfg.task
     det = task_cfg.detector
-    threshold, min_size, crop, match_iou = float(det.threshold), int(det.min_size), int(task_cfg.crop_size), float(task_cfg.match_iou)
-    if not 0.0 < threshold < 1.0:
-        raise ConfigError(f"task.detector.threshold must be in (0, 1), got {threshold}")
+    crop, match_iou = int(task_cfg.crop_size), float(task_cfg.match_iou)
+    auto = str(det.threshold) == "auto"
+    if not auto and not 0.0 < float(det.threshold) < 1.0:
+        raise ConfigError(f"task.detector.threshold must be in (0, 1) or auto, got {det.threshold}")
+    target_recall = float(det.get("target_recall") or 0.9)
+    if auto and not 0.0 < target_recall < 1.0:
+        raise ConfigError(f"task.detector.target_recall must be in (0, 1), got {target_recall}")
     if crop < 8:
         raise ConfigError(f"task.crop_size must be at least 8 pixels, got {crop}")
     if not 0.0 < match_iou <= 1.0:
         raise ConfigError(f"task.match_iou must be in (0, 1], got {match_iou}")
-    if int(det.train_patches) < 1 or min_size < 1:
-        raise ConfigError(f"task.detector.train_patches and task.detector.min_size must be >= 1, got {det.train_patches}, {min_size}")
+    if int(det.train_patches) < 1 or int(det.min_size) < 1:
+        raise ConfigError(f"task.detector.train_patches and task.detector.min_size must be >= 1, got {det.train_patches}, {det.min_size}")
     if not 0.0 <= float(det.get("positive_share", 0.5)) <= 1.0:
         raise ConfigError(f"task.detector.positive_share must be in [0, 1], got {det.positive_share}")
     if not cfg.data.get("labels"):
@@ -80,13 +129,9 @@ def prepare(cfg: Any, run_dir: str | Path) -> "TaskSetup":
         budget = settings.total
         settings.check(max(budget, 1))  # signs only, before the detector trains; the pool size is checked below
 
-    pool_sec, test_sec = read_sections(cfg.data)
-    cache_dir = cfg.paths.get("cache_dir")
-    probs = run_detector(
-        pool_sec, test_sec, det, cfg.trainer, int(cfg.data.patch_size), int(cfg.seed), artifact_threshold, cache_dir
-    )
-    pool, pool_objects = build_proposals(probs.pool, pool_sec, threshold, min_size, crop, match_iou)
-    test, test_objects = build_proposals(probs.test, test_sec, threshold, min_size, crop, match_iou)
+    stage = proposal_stage(cfg)
+    pool, test, pool_objects, test_objects, probs = stage.pool, stage.test, stage.pool_objects, stage.test_objects, stage.probs
+    threshold, min_size, cache_dir = stage.threshold, stage.min_size, cfg.paths.get("cache_dir")
     for name, props in (("pool", pool), ("test", test)):
         if len(props) == 0:
             raise EmptyPoolError(
@@ -117,6 +162,8 @@ def prepare(cfg: Any, run_dir: str | Path) -> "TaskSetup":
         "n_gt_objects_test": len(test_objects),
         "proposal_recall_pool": proposal_recall(pool.object_index, len(pool_objects)),
         "proposal_recall_test": proposal_recall(test.object_index, len(test_objects)),
+        "detector_threshold": threshold,
+        "detector_min_size_px": min_size,
         "detector_seconds": probs.seconds,
         "detector_cached": probs.from_cache,
         "detector_key": probs.key,
@@ -132,7 +179,9 @@ def prepare(cfg: Any, run_dir: str | Path) -> "TaskSetup":
         # Data stream: the frozen encoder sees the image channel only (what a proposal looks like, not
         # what the detector thought of it), so typicality stays independent of the task stream.
         stream = fit_data_stream(pool.crops[:, 0], cfg.encoder, cfg.trainer, int(cfg.encoder.seed), cache_dir)
-        return stream, VerificationStream(task_cfg.verifier, cfg.trainer, pool.crops, test, test_objects.centroids_nm)
+        return stream, VerificationStream(
+            task_cfg.verifier, cfg.trainer, pool.crops, test, test_objects.centroids_nm, metric=str(task_cfg.metric)
+        )
 
     annotator = ProposalAnnotator(pool.truth, pool.ignore_share, artifact_threshold)
     return TaskSetup(items=pool.crops, settings=settings, streams=streams, annotator=annotator, extra=extra, pool=pool)

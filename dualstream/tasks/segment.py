@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from dualstream.artifacts import inject_from_config
+from dualstream.errors import ConfigError
 from dualstream.loop import LoopSettings
 from dualstream.oracle import SimulatedAnnotator
-from dualstream.patches import build_pools, build_unlabelled_pool
+from dualstream.patches import build_pools, build_unlabelled_pool, depth_keys
+
+if TYPE_CHECKING:
+    from dualstream.tasks import TaskSetup
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +34,30 @@ def raise_mc_samples(cfg: Any, wanted: int) -> None:
     cfg.model.module.mc_samples = max(int(cfg.model.module.get("mc_samples") or 1), wanted)
 
 
+def networks_for_depth(cfg: Any, depth: int) -> tuple[Any, Any]:
+    """The ``encoder`` and ``model`` configs the streams get: as given for 2D tiles (``depth == 1``);
+    for 3D blocks, copies with ``module.ndim=3`` (the 3D SimCLR encoder and U-Net).
+
+    Raises:
+        ConfigError: 3D blocks with ``encoder=vae`` (2D only) or a ``module.ndim`` set by hand.
+    """
+    for group in ("encoder", "model"):
+        if cfg[group].get("module") is not None and cfg[group].module.get("ndim") is not None:
+            raise ConfigError(f"{group}.module.ndim: set from data.patch_depth; remove it")
+    if depth == 1:
+        return cfg.encoder, cfg.model
+    if str(cfg.encoder.get("name") or "simclr") == "vae":
+        raise ConfigError(f"encoder=vae is 2D only and data.patch_depth={depth}; use encoder=simclr or data.patch_depth=1")
+    three_d = {"module": {"ndim": 3}}
+    return OmegaConf.merge(cfg.encoder, three_d), OmegaConf.merge(cfg.model, three_d)
+
+
 def prepare(cfg: Any, run_dir: str | Path) -> "TaskSetup":
     from dualstream.streams.data_stream import fit_data_stream
     from dualstream.streams.task_stream import TaskStream
     from dualstream.tasks import TaskSetup
 
+    encoder_cfg, model_cfg = networks_for_depth(cfg, depth_keys(cfg.data)[0])  # before any volume is read
     if cfg.data.get("labels"):
         pool, test = build_pools(cfg.data)
     else:
@@ -54,16 +78,16 @@ def prepare(cfg: Any, run_dir: str | Path) -> "TaskSetup":
         "pool_size": len(pool), "test_size": len(test) if test is not None else 0,
         "n_artifacts": int(artifacts.sum()), "full_pool": full_pool,
     }
-    empty = np.zeros((0, pool.patch_size, pool.patch_size), dtype=np.float32)
+    empty = np.zeros((0, *pool.images.shape[1:]), dtype=np.float32)
     test_images = test.images if test is not None else empty
     test_labels = test.labels if test is not None else empty.astype(np.uint8)
 
     def streams():
         cache = cfg.paths.get("cache_dir")
-        stream = fit_data_stream(pool.images, cfg.encoder, cfg.trainer, int(cfg.encoder.seed), cache)
+        stream = fit_data_stream(pool.images, encoder_cfg, cfg.trainer, int(cfg.encoder.seed), cache)
         # Round 0 (the seed's random initial set) is the same fit for every acquisition: train it once.
         fits = Path(cache) / "fits" if cache else None
-        return stream, TaskStream(cfg.model, cfg.trainer, pool.images, test_images, test_labels, fit_cache=fits)
+        return stream, TaskStream(model_cfg, cfg.trainer, pool.images, test_images, test_labels, fit_cache=fits)
 
     annotator = (
         SimulatedAnnotator(pool.labels, pool.ignore_share, cfg.loop.artifact_threshold) if test is not None else None
