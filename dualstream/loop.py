@@ -27,7 +27,7 @@ from dualstream.acquisition import PoolView, Selection, acquire
 from dualstream.errors import ConfigError, EmptyPoolError
 from dualstream.oracle import Annotator, AnswersPending
 from dualstream.results import RoundRecord
-from dualstream.state import LoopState
+from dualstream.state import LoopState, pending_items
 from dualstream.streams.data_stream import DataStream
 
 log = logging.getLogger(__name__)
@@ -237,10 +237,7 @@ class ActiveLearningLoop:
     @property
     def pending(self) -> np.ndarray:
         """``(P,)`` int64 items of the last proposed batch without an answer yet."""
-        if not self.proposed:
-            return np.zeros(0, dtype=np.int64)
-        last = self.proposed[-1]
-        return last[~self.queried[last]]
+        return pending_items(self.proposed, self.queried)
 
     def _initial_selection(self) -> tuple[Selection, PoolView]:
         """The first batch: the seed's random draw, or a label-free strategy on the data stream."""
@@ -294,7 +291,6 @@ class ActiveLearningLoop:
     def run(self) -> list[RoundRecord]:
         """Run the remaining rounds (all of them unless :meth:`restore` was called); return every round's record."""
         s = self.settings
-        n = len(self.images)
         if not self.proposed:  # a fresh run
             self.rng = np.random.default_rng([self.seed, 1])
             # The initial set depends on the seed only, so strategies are compared on paired curves.

@@ -62,6 +62,14 @@ def pool_fingerprint(items: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def pending_items(proposed: list[np.ndarray], queried: np.ndarray) -> np.ndarray:
+    """``(P,)`` int64 items of the last batch in ``proposed`` not yet answered (``queried`` ``(N,)`` bool)."""
+    if not proposed:
+        return np.zeros(0, dtype=np.int64)
+    last = proposed[-1]
+    return last[~queried[last]]
+
+
 @dataclass
 class LoopState:
     """Everything the loop needs to go on after round ``round``.
@@ -102,10 +110,7 @@ class LoopState:
     @property
     def pending(self) -> np.ndarray:
         """``(P,)`` int64 items of the last proposed batch without an answer yet (empty in simulated runs)."""
-        if not self.proposed:
-            return np.zeros(0, dtype=np.int64)
-        last = self.proposed[-1]
-        return last[~self.queried[last]]
+        return pending_items(self.proposed, self.queried)
 
     def save(self, run_dir: str | Path) -> Path:
         """Write ``run_dir/loop_state.npz`` atomically; the state it replaces becomes ``loop_state.prev.npz``."""
