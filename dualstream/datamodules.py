@@ -1,4 +1,5 @@
-"""LightningDataModules over in-memory patch arrays.
+"""LightningDataModules over in-memory patch arrays: 2D tiles ``(N, P, P)`` or 3D blocks ``(N, D, P, P)``
+(``data.patch_depth > 1``), batched with one channel axis, ``(B, 1, P, P)`` / ``(B, 1, D, P, P)``.
 
 Training loaders draw a fixed number of samples with replacement (``steps * batch_size``), so one
 epoch is the whole training however few patches are labelled; evaluation loaders keep pool order.
@@ -13,7 +14,7 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 
 def _images(arr: np.ndarray) -> torch.Tensor:
-    """``(N, P, P)`` -> float32 tensor ``(N, 1, P, P)``."""
+    """``(N, P, P)`` -> float32 tensor ``(N, 1, P, P)``; 3D blocks ``(N, D, P, P)`` -> ``(N, 1, D, P, P)``."""
     return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[:, None]
 
 

@@ -2,7 +2,10 @@
 
 The pool is a table of square 2D tiles, one row per candidate, with the tile's origin in voxels
 (``z, y, x`` of the top-left corner, after downsampling) and its voxel size in nm.
-EM sections of the EPFL set are not contiguous, so tiles are 2D: one section, ``P x P`` pixels.
+EM sections of the EPFL set are not contiguous, so tiles are 2D by default: one section, ``P x P``
+pixels. With ``data.patch_depth = D > 1`` an item is an anisotropic 3D block instead: ``D``
+consecutive sections of the same ``P x P`` square, ``(D, P, P)``, its origin ``z`` the first section;
+blocks start every ``data.stride_z`` sections (default ``D``: non-overlapping).
 """
 
 from __future__ import annotations
@@ -19,13 +22,15 @@ from dualstream.volume import Volume, check_aligned, intensity_range, open_volum
 
 @dataclass
 class PatchPool:
-    """Square 2D patches and their ground truth.
+    """Square 2D patches (or 3D blocks of ``D`` sections) and their ground truth.
 
     Attributes:
-        images: ``(N, P, P)`` float32 in ``[0, 1]``.
-        labels: ``(N, P, P)`` uint8 in ``{0, 1}`` (ground truth; only the oracle may read it for the pool).
-        ignore_share: ``(N,)`` float32, share of each patch inside the ignore (artifact) mask.
-        origins: ``(N, 3)`` int64, ``z, y, x`` of each patch's top-left corner, in (downsampled) voxels.
+        images: ``(N, P, P)`` float32 in ``[0, 1]``; ``(N, D, P, P)`` for blocks (``data.patch_depth = D > 1``).
+        labels: ``(N, P, P)`` (blocks: ``(N, D, P, P)``) uint8 in ``{0, 1}`` (ground truth; only the
+            oracle may read it for the pool).
+        ignore_share: ``(N,)`` float32, share of each patch (all voxels of a block) inside the ignore (artifact) mask.
+        origins: ``(N, 3)`` int64, ``z, y, x`` of each patch's top-left corner (a block's first
+            section), in (downsampled) voxels.
         voxel_size: ``(z, y, x)`` nm of the (downsampled) grid.
         source: where the patches came from, for messages and results.
     """
@@ -44,6 +49,11 @@ class PatchPool:
     @property
     def patch_size(self) -> int:
         return int(self.images.shape[-1])
+
+    @property
+    def depth(self) -> int:
+        """Sections per item: 1 for 2D tiles, ``D`` for ``(N, D, P, P)`` blocks."""
+        return int(self.images.shape[1]) if self.images.ndim == 4 else 1
 
     @property
     def origins_nm(self) -> np.ndarray:
@@ -123,37 +133,27 @@ def read_section(
     return img, lab, ign
 
 
-def extract_patches(
-    image: Volume,
-    labels: Volume | None,
-    sections: Sequence[int],
-    patch_size: int,
-    stride: int | None = None,
-    factor: int = 1,
-    label_threshold: float = 0.0,
-    ignore: Volume | None = None,
-) -> PatchPool:
-    """Tile the given sections of an image volume (and its labels / ignore mask) into a pool.
+def block_starts(sections: Sequence[int], depth: int, stride_z: int | None = None) -> list[int]:
+    """Positions ``i`` in ``sections`` where a block of ``depth`` consecutive sections starts.
 
-    Reads one section at a time, so only the patches are held in memory.
-
-    Args:
-        image, labels: aligned ``(z, y, x)`` volumes; labels are foreground where ``> label_threshold``
-            (``None``: an unlabelled pool, all labels 0).
-        sections: section indices ``z`` to use.
-        patch_size: tile side ``P`` in (downsampled) pixels.
-        stride: tile step; defaults to ``patch_size`` (non-overlapping).
-        factor: in-plane downsampling factor (block mean; masks re-thresholded at half coverage).
-        ignore: optional artifact mask, nonzero = ignore.
-
-    Raises:
-        EmptyPoolError: the sections are smaller than one patch.
+    Candidates are every ``stride_z``-th position (default ``depth``: non-overlapping); a candidate
+    is kept when ``sections[i : i + depth]`` are ``depth`` consecutive section numbers (a selection
+    with gaps, ``data.sections=[0, 2, 5]``, forms no block across a gap).
     """
-    if labels is not None:
-        check_aligned(image, labels, "labels")
-    if ignore is not None:
-        check_aligned(image, ignore, "ignore mask")
-    stride = stride or patch_size
+    step = stride_z or depth
+    starts = []
+    for i in range(0, len(sections) - depth + 1, step):
+        run = [int(s) for s in sections[i : i + depth]]
+        if run == list(range(run[0], run[0] + depth)):
+            starts.append(i)
+    return starts
+
+
+def _extract_tiles(
+    image: Volume, labels: Volume | None, ignore: Volume | None, sections: Sequence[int],
+    patch_size: int, stride: int, factor: int, label_threshold: float,
+) -> tuple[list, list, list, list]:
+    """The 2D part of :func:`extract_patches`: ``(n, P, P)`` tiles per section."""
     imgs, labs, igns, origins = [], [], [], []
     for z in sections:
         img, lab, ign = read_section(image, labels, ignore, z, factor, label_threshold)
@@ -167,6 +167,82 @@ def extract_patches(
         labs.append(_tiles(lab, corners, patch_size))
         igns.append(_tiles(ign, corners, patch_size).mean(axis=(1, 2)))
         origins.extend((z, y, x) for y, x in corners)
+    return imgs, labs, igns, origins
+
+
+def _extract_blocks(
+    image: Volume, labels: Volume | None, ignore: Volume | None, sections: Sequence[int],
+    patch_size: int, stride: int, factor: int, label_threshold: float, depth: int, stride_z: int | None,
+) -> tuple[list, list, list, list]:
+    """The 3D part of :func:`extract_patches`: ``(n, D, P, P)`` blocks per group of ``D`` sections."""
+    starts = block_starts(sections, depth, stride_z)
+    if not starts:
+        raise EmptyPoolError(
+            f"{image.source}: {len(sections)} sections hold no run of data.patch_depth={depth} consecutive sections,"
+            " so the pool (or the test set) is empty; lower data.patch_depth or select more sections (data.sections)"
+        )
+    cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # sections shared by overlapping blocks
+    imgs, labs, igns, origins = [], [], [], []
+    for i in starts:
+        zs = [int(z) for z in sections[i : i + depth]]
+        cache = {z: cache[z] if z in cache else read_section(image, labels, ignore, z, factor, label_threshold) for z in zs}
+        img, lab, ign = (np.stack([cache[z][k] for z in zs]) for k in range(3))  # each (D, y, x)
+        corners = tile_origins(img.shape[1:], patch_size, stride)
+        if not corners:
+            raise EmptyPoolError(
+                f"{image.source}: sections are {img.shape[1]}x{img.shape[2]} pixels after downsampling by {factor},"
+                f" smaller than data.patch_size={patch_size}: the pool is empty; lower data.patch_size or data.downsample"
+            )
+        imgs.append(np.stack([img[:, y : y + patch_size, x : x + patch_size] for y, x in corners]))
+        labs.append(np.stack([lab[:, y : y + patch_size, x : x + patch_size] for y, x in corners]))
+        igns.append(np.stack([ign[:, y : y + patch_size, x : x + patch_size] for y, x in corners]).mean(axis=(1, 2, 3)))
+        origins.extend((zs[0], y, x) for y, x in corners)
+    return imgs, labs, igns, origins
+
+
+def extract_patches(
+    image: Volume,
+    labels: Volume | None,
+    sections: Sequence[int],
+    patch_size: int,
+    stride: int | None = None,
+    factor: int = 1,
+    label_threshold: float = 0.0,
+    ignore: Volume | None = None,
+    depth: int = 1,
+    stride_z: int | None = None,
+) -> PatchPool:
+    """Tile the given sections of an image volume (and its labels / ignore mask) into a pool.
+
+    Reads one section at a time (one block of ``depth`` sections for 3D), so only the patches are
+    held in memory.
+
+    Args:
+        image, labels: aligned ``(z, y, x)`` volumes; labels are foreground where ``> label_threshold``
+            (``None``: an unlabelled pool, all labels 0).
+        sections: section indices ``z`` to use.
+        patch_size: tile side ``P`` in (downsampled) pixels.
+        stride: tile step; defaults to ``patch_size`` (non-overlapping).
+        factor: in-plane downsampling factor (block mean; masks re-thresholded at half coverage).
+        ignore: optional artifact mask, nonzero = ignore.
+        depth: sections per item; 1 gives ``(N, P, P)`` tiles, ``D > 1`` gives ``(N, D, P, P)`` blocks
+            of ``D`` consecutive sections (see :func:`block_starts`), origin ``z`` = first section.
+        stride_z: section step between blocks (default ``depth``).
+
+    Raises:
+        EmptyPoolError: the sections are smaller than one patch, or hold no block of ``depth``.
+    """
+    if labels is not None:
+        check_aligned(image, labels, "labels")
+    if ignore is not None:
+        check_aligned(image, ignore, "ignore mask")
+    stride = stride or patch_size
+    if depth > 1:
+        imgs, labs, igns, origins = _extract_blocks(
+            image, labels, ignore, sections, patch_size, stride, factor, label_threshold, depth, stride_z
+        )
+    else:
+        imgs, labs, igns, origins = _extract_tiles(image, labels, ignore, sections, patch_size, stride, factor, label_threshold)
     if not imgs:
         raise EmptyPoolError(f"{image.source}: no sections selected, so the pool is empty; check data.sections")
     vz, vy, vx = image.voxel_size
@@ -180,11 +256,22 @@ def extract_patches(
     )
 
 
-def split_sections(n_sections: int, test_fraction: float) -> tuple[list[int], list[int]]:
-    """Hold out the last ``ceil(test_fraction * n)`` sections for testing (a fixed, seed-free split)."""
+def split_sections(n_sections: int, test_fraction: float, block: int = 1) -> tuple[list[int], list[int]]:
+    """Hold out the last ``ceil(test_fraction * n)`` sections for testing (a fixed, seed-free split).
+
+    With ``block = D > 1`` (3D items) the held-out count is rounded up to whole blocks of ``D``
+    sections, and the pool must keep at least one block.
+    """
     if not 0.0 < test_fraction < 1.0:
         raise ConfigError(f"data.test_fraction must be in (0, 1), got {test_fraction}")
     n_test = max(1, math.ceil(test_fraction * n_sections))
+    if block > 1:
+        n_test = math.ceil(n_test / block) * block
+        if n_sections - n_test < block:
+            raise ConfigError(
+                f"data.patch_depth={block}: {n_sections} sections cannot give both a pool and a test set of whole"
+                f" blocks ({n_test} held out); lower data.patch_depth or data.test_fraction, or give data.test_image"
+            )
     if n_test >= n_sections:
         raise ConfigError(
             f"data.test_fraction={test_fraction} holds out all {n_sections} sections; give data.test_image"
@@ -247,7 +334,7 @@ def open_split(data: Any) -> DataSplit:
         test_image.intensity = image.intensity
         test_labels = open_volume(data.test_labels, vs, role="data.test_labels")
         return DataSplit(image, labels, ignore, chosen, test_image, test_labels, list(range(len(test_image))))
-    pool_idx, test_idx = split_sections(len(chosen), float(data.get("test_fraction", 0.25)))
+    pool_idx, test_idx = split_sections(len(chosen), float(data.get("test_fraction", 0.25)), int(data.get("patch_depth") or 1))
     return DataSplit(image, labels, ignore, [chosen[i] for i in pool_idx], image, labels, [chosen[i] for i in test_idx])
 
 
@@ -258,10 +345,32 @@ def _int_key(data: Any, key: str, default: Any = None) -> int:
     return value
 
 
+def depth_keys(data: Any) -> tuple[int, int | None]:
+    """``(data.patch_depth, data.stride_z)``, checked: ``(1, None)`` when absent (2D tiles).
+
+    Raises:
+        ConfigError: not integers >= 1, or 3D blocks with ``data.inject_artifacts > 0`` (the
+            simulated defects are 2D only).
+    """
+    depth = _int_key(data, "patch_depth", 1)
+    if depth < 1:
+        raise ConfigError(f"data.patch_depth: must be an integer >= 1 (1 = 2D tiles, D > 1 = blocks of D sections), got {depth}")
+    stride_z = data.get("stride_z")
+    if stride_z is not None and _int_key(data, "stride_z", depth) < 1:
+        raise ConfigError(f"data.stride_z: must be >= 1 or null (= data.patch_depth), got {stride_z}")
+    if depth > 1 and float(data.get("inject_artifacts") or 0) > 0:
+        raise ConfigError(
+            f"data.inject_artifacts={data.get('inject_artifacts')}: simulated artifacts are 2D only and"
+            f" data.patch_depth={depth}; set data.inject_artifacts=0 or data.patch_depth=1"
+        )
+    return depth, stride_z
+
+
 def build_pools(data: Any) -> tuple[PatchPool, PatchPool]:
     """Open the volumes named by a ``data`` config (see :func:`open_split`) and cut the pool and the test set.
 
-    Further ``data`` keys: ``label_threshold, downsample, patch_size, stride``.
+    Further ``data`` keys: ``label_threshold, downsample, patch_size, stride, patch_depth, stride_z``
+    (see :func:`depth_keys`; the test set is cut into blocks like the pool).
 
     Returns:
         ``(pool, test)``.
@@ -283,8 +392,11 @@ def build_pools(data: Any) -> tuple[PatchPool, PatchPool]:
     threshold = data.get("label_threshold")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
         raise ConfigError(f"data.label_threshold: expected a number, got {threshold!r}; foreground is label > threshold (127 for 0/255 masks)")
+    depth, stride_z = depth_keys(data)
     split = open_split(data)
     common = dict(patch_size=patch_size, stride=stride, factor=factor, label_threshold=float(threshold))
+    if depth > 1:  # 2D calls stay exactly as they were
+        common.update(depth=depth, stride_z=stride_z)
     pool = extract_patches(split.image, split.labels, split.pool_sections, ignore=split.ignore, **common)
     test = extract_patches(split.test_image, split.test_labels, split.test_sections, **common)
     for name, part, labels in (("pool", pool, split.labels), ("test", test, split.test_labels)):
@@ -312,6 +424,11 @@ def build_unlabelled_pool(data: Any) -> PatchPool:
     stride = data.get("stride")
     if stride is not None and (_int_key(data, "stride", 64) < 1):
         raise ConfigError(f"data.stride: must be >= 1 or null (= data.patch_size), got {stride}")
+    if depth_keys(data)[0] > 1:
+        raise ConfigError(
+            f"data.patch_depth={data.get('patch_depth')}: annotating your own volume (dualstream-suggest) is 2D only;"
+            " set data.patch_depth=1"
+        )
     image = open_volume(data.image, data.get("voxel_size"), role="data.image")
     image.intensity = intensity_range(image, data.get("intensity_range"), role="data.image")
     ignore = open_volume(data.ignore, data.get("voxel_size"), role="data.ignore") if data.get("ignore") else None

@@ -153,7 +153,9 @@ def drive_loop(
             tracker.log({k: v for k, v in record.to_dict().items() if k != "round"}, step=record.round)
 
         # Pixel statistics of what the annotator sees (the image channel of proposal crops): fixed per pool.
-        static = {"pixel_stats": pixel_statistics(items if items.ndim == 3 else items[:, 0])}
+        # 3D blocks (data.patch_depth > 1, (N, D, P, P)) are one image each, not channels: stats over the block.
+        whole = items.ndim == 3 or int(cfg.data.get("patch_depth") or 1) > 1
+        static = {"pixel_stats": pixel_statistics(items if whole else items[:, 0])}
         loop = ActiveLearningLoop(
             items, stream, task, annotator, results.acquisition, cfg.acquisition.get("params") or {}, settings,
             results.seed, on_round=on_round, progress=bool(cfg.get("progress", True)), static_extras=static,

@@ -235,6 +235,25 @@ def _check_sections(cfg: DictConfig) -> None:
         raise ConfigError(f"data.sections: expected a non-empty list of section indices >= 0, a slice 'START:STOP', or null; got {value!r}")
 
 
+def _check_depth(cfg: DictConfig) -> None:
+    """``data.patch_depth`` / ``data.stride_z`` (3D blocks), and what 3D blocks cannot be combined with."""
+    depth = check_int(cfg, "data.patch_depth", 1, default=1)
+    check_int(cfg, "data.stride_z", 1, optional=True)
+    for group in ("encoder", "model"):
+        if _get(cfg, f"{group}.module.ndim", None) is not None:
+            raise ConfigError(f"{group}.module.ndim: set from data.patch_depth (1: 2D, > 1: 3D); remove it")
+    if depth == 1:
+        return
+    if (_get(cfg, "data.inject_artifacts", None) or 0) > 0:
+        raise ConfigError(f"data.inject_artifacts: simulated artifacts are 2D only and data.patch_depth={depth}; set data.inject_artifacts=0 or data.patch_depth=1")
+    if _get(cfg, "task.name", "segment") != "segment":
+        raise ConfigError(f"data.patch_depth={depth}: 3D blocks are for task=segment only; set data.patch_depth=1")
+    if (_get(cfg, "encoder.name", None) or "simclr") == "vae":
+        raise ConfigError(f"encoder=vae is 2D only and data.patch_depth={depth}; use encoder=simclr or data.patch_depth=1")
+    if _get(cfg, "annotator.name", "simulated") != "simulated":
+        raise ConfigError(f"data.patch_depth={depth}: annotating your own volume (annotator=files) is 2D only; set data.patch_depth=1")
+
+
 def check_data(cfg: DictConfig, check_files: bool = True) -> None:
     if check_files:
         _check_spec(cfg, "data.image", True)
@@ -250,6 +269,7 @@ def check_data(cfg: DictConfig, check_files: bool = True) -> None:
     check_number(cfg, "data.label_threshold")
     check_number(cfg, "data.test_fraction", 0.0, 1.0, low_open=True, high_open=True, default=0.25)
     check_number(cfg, "data.inject_artifacts", 0.0, 1.0, high_open=True, optional=True)
+    _check_depth(cfg)
     kinds = _get(cfg, "data.artifact_kinds", None)
     if kinds is not None and (not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds)):
         raise ConfigError(f"data.artifact_kinds: expected a list of defect names, got {kinds!r}")

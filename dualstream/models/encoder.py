@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dualstream.augment import EMAugment
+from dualstream.errors import ConfigError
+from dualstream.models.blocks3d import ConvEncoder3d
 from dualstream.models.networks import ConvEncoder
 
 
@@ -43,15 +45,19 @@ class ContrastiveEncoder(pl.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         augment: dict[str, Any] | None = None,
+        ndim: int = 2,
     ):
         super().__init__()
+        if ndim not in (2, 3):
+            raise ConfigError(f"encoder.module.ndim={ndim}: the encoder is 2D or 3D; leave it unset (data.patch_depth sets it)")
         self.save_hyperparameters()
-        self.backbone = ConvEncoder(width, depth, embed_dim)
+        # ndim=3 (data.patch_depth > 1): blocks (B, 1, D, Y, X), anisotropic 3D convolutions.
+        self.backbone = ConvEncoder(width, depth, embed_dim) if ndim == 2 else ConvEncoder3d(width, depth, embed_dim)
         self.projector = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.ReLU(inplace=True), nn.Linear(embed_dim, proj_dim))
         self.augment = EMAugment(**(augment or {}))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 1, Y, X)`` -> L2-normalised embedding ``(B, embed_dim)``."""
+        """``(B, 1, Y, X)`` (``ndim=3``: ``(B, 1, D, Y, X)``) -> L2-normalised embedding ``(B, embed_dim)``."""
         return F.normalize(self.backbone(x), dim=1)
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""The task stream's model: a 2D U-Net for binary segmentation, scored by foreground IoU (torchmetrics)."""
+"""The task stream's model: a U-Net for binary segmentation (2D tiles, or anisotropic 3D blocks with
+``ndim=3``), scored by foreground IoU (torchmetrics)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import BinaryJaccardIndex
 
-from dualstream.augment import intensity_jitter, random_dihedral
+from dualstream.augment import intensity_jitter, random_dihedral, random_zflip
+from dualstream.errors import ConfigError
+from dualstream.models.blocks3d import UNet3d
 from dualstream.models.networks import UNet
 
 
@@ -33,8 +36,10 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0)
 class SegmentationModule(pl.LightningModule):
     """U-Net trained with BCE + Dice on labelled patches; ``test/iou`` is foreground IoU.
 
-    Batches are ``(image, mask)``, each ``(B, 1, P, P)`` float. ``predict_step`` returns a dict of
-    per-patch outputs (probabilities, task embedding, gradient embedding).
+    Batches are ``(image, mask)``, each ``(B, 1, P, P)`` float (``ndim=2``) or ``(B, 1, D, P, P)``
+    (``ndim=3``: the anisotropic :class:`~dualstream.models.blocks3d.UNet3d`; the task sets it from
+    ``data.patch_depth > 1``). ``predict_step`` returns a dict of per-patch outputs (probabilities,
+    task embedding, gradient embedding).
     """
 
     def __init__(
@@ -46,10 +51,15 @@ class SegmentationModule(pl.LightningModule):
         weight_decay: float = 1e-4,
         augment: bool = True,
         mc_samples: int = 1,
+        ndim: int = 2,
     ):
         super().__init__()
+        if ndim not in (2, 3):
+            raise ConfigError(f"model.module.ndim={ndim}: the U-Net is 2D or 3D; leave it unset (data.patch_depth sets it)")
         self.save_hyperparameters()
-        self.net = UNet(width, depth, dropout)
+        self.net = UNet(width, depth, dropout) if ndim == 2 else UNet3d(width, depth, dropout)
+        # Spatial axes of a batch: (Y, X), or (D, Y, X) for 3D blocks.
+        self.spatial = (-2, -1) if ndim == 2 else (-3, -2, -1)
         self.test_iou = BinaryJaccardIndex()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -59,6 +69,8 @@ class SegmentationModule(pl.LightningModule):
         x, y = batch
         if self.hparams.augment:
             x, y = random_dihedral(x, y)
+            if self.hparams.ndim == 3:
+                x, y = random_zflip(x, y)
             x = intensity_jitter(x, brightness=0.05, contrast=0.15, gamma=0.15)
         logits = self(x)
         loss = F.binary_cross_entropy_with_logits(logits, y) + soft_dice_loss(logits, y)
@@ -74,17 +86,20 @@ class SegmentationModule(pl.LightningModule):
         """Pool outputs per patch.
 
         Returns:
-            ``probs`` ``(B, T, P, P)`` foreground probabilities (``T = mc_samples``, MC dropout when > 1);
+            ``probs`` ``(B, T, P, P)`` (3D: ``(B, T, D, P, P)``) foreground probabilities (``T =
+            mc_samples``, MC dropout when > 1);
             ``features`` ``(B, F)`` the bottleneck, average-pooled (the task stream's embedding);
             ``grad`` ``(B, w + 1)`` BADGE gradient embedding: the gradient of the BCE loss, with the
-            predicted label as target, w.r.t. the last 1x1 conv's weights and bias, averaged over pixels.
+            predicted label as target, w.r.t. the last 1x1 conv's weights and bias, averaged over
+            pixels (voxels of the block in 3D).
         """
         x = batch[0]
         logits, bottleneck, last = self.net.forward_features(x)
-        p = torch.sigmoid(logits)  # (B, 1, P, P)
+        p = torch.sigmoid(logits)  # (B, 1, P, P) or (B, 1, D, P, P)
         residual = p - (p >= 0.5).float()  # dBCE/dlogit with the hard pseudo-label
-        grad = torch.cat([(residual * last).mean(dim=(-2, -1)), residual.mean(dim=(-2, -1))], dim=1)
-        out = {"features": bottleneck.mean(dim=(-2, -1)), "grad": grad}
+        dims = self.spatial
+        grad = torch.cat([(residual * last).mean(dim=dims), residual.mean(dim=dims)], dim=1)
+        out = {"features": bottleneck.mean(dim=dims), "grad": grad}
         if self.hparams.mc_samples <= 1:
             out["probs"] = p
             return out

@@ -28,8 +28,9 @@ class TaskStream:
     Args:
         model_cfg: the ``model`` config (``steps``, ``batch_size``, ``module``, ``uncertainty``).
         trainer_cfg: the ``trainer`` config.
-        pool_images: ``(N, P, P)`` float32 candidates.
-        test_images, test_masks: ``(T, P, P)`` held-out patches.
+        pool_images: ``(N, P, P)`` float32 candidates (3D blocks: ``(N, D, P, P)``, with
+            ``model.module.ndim=3``, which the segment task sets from ``data.patch_depth``).
+        test_images, test_masks: ``(T, P, P)`` (or ``(T, D, P, P)``) held-out patches.
         fit_cache: folder where the *first* fit of this stream is cached (``None``: no cache). A run's
             first fit is round 0, trained on the seed's random initial set, which every acquisition of
             that seed shares: the runs of a sweep train it once (a file lock makes parallel runs wait)
@@ -147,15 +148,15 @@ class TaskStream:
             "least_confidence": 0.5 * patch_uncertainty(probs, "margin", reduction, topk),
             "task_embedding": out["features"],
             "grad_embedding": out["grad"],
-            # (N,) predicted foreground share (pixels with mean p >= 0.5), for foreground_random
-            "foreground": (probs.mean(axis=1) >= 0.5).mean(axis=(-2, -1)).astype(np.float64),
+            # (N,) predicted foreground share (pixels, or a block's voxels, with mean p >= 0.5), for foreground_random
+            "foreground": (probs.mean(axis=1) >= 0.5).mean(axis=tuple(range(-(probs.ndim - 2), 0))).astype(np.float64),
         }
         if probs.shape[1] > 1:
             self._extras["bald"] = patch_uncertainty(probs, "bald", reduction, topk)
         return patch_uncertainty(probs, u.get("measure", "entropy"), reduction, topk)
 
     def predict_masks(self, indices: np.ndarray) -> np.ndarray:
-        """``(B, P, P)`` uint8 0/1 masks the current model predicts for pool items ``indices`` (p >= 0.5)."""
+        """``(B, P, P)`` (3D: ``(B, D, P, P)``) uint8 0/1 masks the current model predicts for pool items ``indices`` (p >= 0.5)."""
         assert self.module is not None, "fit() first"
         self.module.eval()
         images = torch.from_numpy(np.ascontiguousarray(self.pool_images[np.asarray(indices)]))[:, None]
@@ -173,6 +174,7 @@ def _fit_key(images: np.ndarray, masks: np.ndarray, seed: int, model_cfg: Mappin
     h = hashlib.sha1(np.ascontiguousarray(images).tobytes())
     h.update(np.ascontiguousarray(masks).tobytes())
     model = {k: v for k, v in dict(model_cfg).items() if k != "uncertainty"}  # read after the fit only
-    trainer = {k: v for k, v in dict(trainer_cfg).items() if k != "cpu_threads"}
+    # strategy only drives the encoder's fit (this one is single-device): left out, so older keys still match
+    trainer = {k: v for k, v in dict(trainer_cfg).items() if k not in ("cpu_threads", "strategy")}
     h.update(json.dumps([model, trainer, int(seed), torch.__version__], sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]

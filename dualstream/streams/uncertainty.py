@@ -1,4 +1,8 @@
-"""Task-stream uncertainty: per-pixel scores from foreground probabilities, reduced to one per patch."""
+"""Task-stream uncertainty: per-pixel scores from foreground probabilities, reduced to one per patch.
+
+Shape-agnostic past the item axis: a 3D block (``data.patch_depth > 1``) is reduced over all its
+voxels, so ``mean`` and ``topk_mean`` rank blocks exactly as they rank tiles.
+"""
 
 from __future__ import annotations
 
@@ -45,7 +49,8 @@ def patch_uncertainty(probs: np.ndarray, measure: str = "entropy", reduction: st
     """Per-patch uncertainty ``(N,)`` from probabilities.
 
     Args:
-        probs: ``(N, T, Y, X)`` foreground probabilities; ``T`` MC samples (``T = 1`` without MC dropout).
+        probs: ``(N, T, Y, X)`` (3D blocks: ``(N, T, D, Y, X)``) foreground probabilities; ``T`` MC
+            samples (``T = 1`` without MC dropout).
         measure: ``entropy`` or ``margin`` of the mean prediction, or ``bald`` (needs ``T > 1``).
     """
     if measure == "bald":

@@ -48,8 +48,9 @@ def networks_for_depth(cfg: Any, depth: int) -> tuple[Any, Any]:
         return cfg.encoder, cfg.model
     if str(cfg.encoder.get("name") or "simclr") == "vae":
         raise ConfigError(f"encoder=vae is 2D only and data.patch_depth={depth}; use encoder=simclr or data.patch_depth=1")
+    # Resolved, unlocked copies (Hydra's configs are in struct mode): the run's config stays as composed.
     three_d = {"module": {"ndim": 3}}
-    return OmegaConf.merge(cfg.encoder, three_d), OmegaConf.merge(cfg.model, three_d)
+    return tuple(OmegaConf.merge(OmegaConf.to_container(cfg[g], resolve=True), three_d) for g in ("encoder", "model"))
 
 
 def prepare(cfg: Any, run_dir: str | Path) -> "TaskSetup":
