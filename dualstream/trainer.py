@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
+import os
 import sys
 import time
 import warnings
 from typing import Any, Mapping
 
 import pytorch_lightning as pl
+import torch
+from pytorch_lightning.plugins.environments import LightningEnvironment
+from pytorch_lightning.strategies import DDPStrategy, StrategyRegistry
+
+from dualstream.errors import ConfigError
 
 # Trainers are built every round; their banner ("GPU available: ...") would bury the loop's own log.
 for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
@@ -69,16 +76,120 @@ class StepProgress(pl.Callback):
         log.info("%s: %d steps in %.1fs", self.desc, int(trainer.global_step), time.perf_counter() - self.start)
 
 
-def build_trainer(cfg: Mapping[str, Any], max_steps: int, progress: str | None = None) -> pl.Trainer:
+def known_strategies() -> list[str]:
+    """``trainer.strategy`` names Lightning knows (its registry, plus ``auto``)."""
+    return ["auto", *sorted(StrategyRegistry.available_strategies())]
+
+
+def check_strategy(name: str, processes: int) -> None:
+    """Raise a one-line :class:`ConfigError` for a ``trainer.strategy`` the encoder cannot train with.
+
+    Unknown names fail; with ``processes > 1`` only the DDP family does (FSDP and DeepSpeed shard a
+    model far larger than the encoder, and would re-run the whole program in every process).
+    """
+    if name not in known_strategies():
+        close = difflib.get_close_matches(name, known_strategies(), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"trainer.strategy: Lightning knows no strategy {name!r}{hint}; use auto, ddp (GPUs) or ddp_spawn (CPUs)")
+    if processes > 1 and name != "auto" and StrategyRegistry[name]["strategy"] is not DDPStrategy:
+        raise ConfigError(
+            f"trainer.strategy={name}: the encoder trains on {processes} devices with the DDP strategies only;"
+            " use trainer.strategy=ddp (GPU) or ddp_spawn (CPU), or trainer.devices=1"
+        )
+
+
+def available_devices(accelerator: str) -> int:
+    """How many devices ``accelerator`` offers here: CUDA GPUs, or usable CPU cores (``cpu``)."""
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.cuda.device_count()
+    if accelerator == "mps":
+        return 1
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS has no affinity mask
+        return os.cpu_count() or 1
+
+
+def requested_processes(cfg: Mapping[str, Any]) -> int:
+    """Processes a ``trainer`` config asks for: ``devices`` as an integer, list of ids, ``auto`` or ``-1``.
+
+    Follows Lightning: ``auto`` is one CPU process or every GPU; ``-1`` is every device.
+    """
+    devices = cfg.get("devices", 1)
+    if isinstance(devices, str) and devices.lstrip("-").isdigit():
+        devices = int(devices)
+    if devices in ("auto", -1):
+        accelerator = str(cfg.get("accelerator", "cpu"))
+        gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+        return available_devices(accelerator) if (gpu or devices == -1) else 1
+    if isinstance(devices, int):
+        return devices
+    return len(list(devices))  # a list of device ids
+
+
+def check_devices(cfg: Mapping[str, Any]) -> int:
+    """The processes ``cfg`` (a ``trainer`` config) asks for; a :class:`ConfigError` when this machine lacks them."""
+    accelerator = str(cfg.get("accelerator", "cpu"))
+    wanted, have = requested_processes(cfg), available_devices(accelerator)
+    if wanted > have:
+        gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+        kind = "CUDA GPUs" if gpu else "CPU cores" if accelerator != "mps" else "Apple GPU"
+        raise ConfigError(
+            f"trainer.devices={cfg.get('devices')}: {wanted} devices asked, this machine has {have} {kind}"
+            f" (trainer.accelerator={accelerator}); lower trainer.devices"
+        )
+    return wanted
+
+
+def _single_device(cfg: Mapping[str, Any]) -> Any:
+    """``devices`` for a one-process fit: the first listed id, else one device."""
+    devices = cfg.get("devices", 1)
+    if not isinstance(devices, (int, str)) and len(list(devices)) >= 1:
+        return [list(devices)[0]]
+    return 1
+
+
+def _distributed_strategy(name: str) -> DDPStrategy:
+    """The DDP strategy of ``trainer.strategy``, its processes started for the fit alone.
+
+    Lightning's ``ddp`` (and ``auto`` on several devices) re-runs the whole script for every extra
+    rank, which here would rerun the data set-up, the loop and the sweep; the encoder's fit is one step
+    of a longer program, so the ranks are spawned for the fit and end with it (same DDP, NCCL on GPUs,
+    gloo on CPUs). ``LightningEnvironment`` keeps a SLURM job of one task (one run per job) from being
+    taken for one task per device.
+    """
+    params = dict(StrategyRegistry[name]["init_params"]) if name != "auto" else {}
+    if params.get("start_method", "popen") == "popen":
+        params["start_method"] = "spawn"
+    return DDPStrategy(cluster_environment=LightningEnvironment(), **params)
+
+
+def build_trainer(
+    cfg: Mapping[str, Any], max_steps: int, progress: str | None = None, distributed: bool = False
+) -> pl.Trainer:
     """A quiet Trainer for one fit of ``max_steps`` steps (one epoch of a fixed-steps loader).
 
-    ``cfg`` keys: ``accelerator`` (cpu/gpu/auto), ``devices``, ``precision``, ``deterministic``.
+    ``cfg`` keys: ``accelerator`` (cpu/gpu/auto), ``devices``, ``strategy``, ``precision``, ``deterministic``.
     ``progress``: a name; when given and progress is on (:func:`set_progress`), the fit reports its steps.
+    ``distributed``: honour ``devices`` and ``strategy`` (the encoder's training); otherwise the fit runs
+    on one device whatever they say (the task model, small and retrained every round, and every predict).
+    On several devices the returned trainer does not replace the loaders' samplers: the data module
+    draws each rank's share itself (see ``dualstream.streams.data_stream``).
     """
     callbacks = [StepProgress(progress, max_steps)] if progress and _SHOW_PROGRESS else []
+    processes = requested_processes(cfg) if distributed else 1
+    if processes > 1:
+        name = str(cfg.get("strategy") or "auto")
+        check_strategy(name, processes)
+        devices, strategy = cfg.get("devices", 1), _distributed_strategy(name)
+        devices = list(devices) if not isinstance(devices, (int, str)) else devices
+    else:
+        devices, strategy = _single_device(cfg), "auto"
     return pl.Trainer(
         accelerator=cfg.get("accelerator", "cpu"),
-        devices=cfg.get("devices", 1),
+        devices=devices,
+        strategy=strategy,
+        use_distributed_sampler=processes <= 1,
         precision=cfg.get("precision", "32-true"),
         deterministic=cfg.get("deterministic", False),
         max_epochs=1,

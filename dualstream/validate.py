@@ -473,6 +473,10 @@ def check_trainer(cfg: DictConfig) -> None:
 
         if not torch.backends.mps.is_available():
             raise ConfigError("trainer.accelerator: 'mps' but this machine has no Apple GPU; use trainer=cpu")
+    from dualstream.trainer import check_devices, check_strategy
+
+    # devices and strategy drive the encoder's fit only (dualstream.trainer.build_trainer)
+    check_strategy(str(_get(cfg, "trainer.strategy", "auto") or "auto"), check_devices(cfg.trainer))
 
 
 def check_logger(cfg: DictConfig) -> None:

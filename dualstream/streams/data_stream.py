@@ -25,6 +25,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
@@ -116,11 +117,47 @@ def embed(module: pl.LightningModule, images: np.ndarray, trainer_cfg: Mapping[s
     return torch.cat(out).float().cpu().numpy()  # type: ignore[arg-type]
 
 
+class _RankPoolData(PoolPatchData):
+    """The pool for a fit on several devices: each rank draws its own ``steps * batch_size`` samples.
+
+    Lightning would swap the fixed-steps sampler for a ``DistributedSampler`` (one pass over the pool,
+    not ``steps`` batches), and every rank restarts from the same global seed, so without this the
+    ranks would draw the same patches with the same augmentations. ``batch_size`` is per rank.
+    """
+
+    def __init__(self, images: np.ndarray, steps: int, batch_size: int, seed: int):
+        super().__init__(images, steps=steps, batch_size=batch_size)
+        self.seed = seed
+
+    def train_dataloader(self) -> DataLoader:
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        rank_seed = self.seed * 1009 + rank
+        torch.manual_seed(rank_seed)  # the augmentations draw from torch's global generator
+        sampler = RandomSampler(
+            self.data, replacement=True, num_samples=self.steps * self.batch_size, generator=torch.Generator().manual_seed(rank_seed)
+        )
+        return DataLoader(self.data, batch_size=self.batch_size, sampler=sampler, drop_last=True)
+
+
 def _train(images: np.ndarray, encoder_cfg: Mapping[str, Any], trainer_cfg: Mapping[str, Any], seed: int) -> tuple[pl.LightningModule, np.ndarray]:
+    """Fit the encoder (on ``trainer.devices`` devices with ``trainer.strategy``), then embed the pool.
+
+    ``encoder.batch_size`` is the global batch: on ``W`` processes each draws ``batch_size // W`` patches
+    a step, so steps, samples per step and learning rate do not change with the device count (the
+    contrastive negatives of a step are per rank, ``2 * batch_size // W - 1``). The ranks end with the
+    fit; this process (rank 0, holding rank 0's weights) embeds the pool on one device.
+    """
     pl.seed_everything(seed, workers=True, verbose=False)
     module = build_encoder(images, encoder_cfg)
-    data = PoolPatchData(images, steps=int(encoder_cfg["steps"]), batch_size=int(encoder_cfg["batch_size"]))
-    trainer = build_trainer(trainer_cfg, int(encoder_cfg["steps"]), progress=f"encoder ({encoder_name(encoder_cfg)})")
+    steps, batch_size = int(encoder_cfg["steps"]), int(encoder_cfg["batch_size"])
+    trainer = build_trainer(trainer_cfg, steps, progress=f"encoder ({encoder_name(encoder_cfg)})", distributed=True)
+    world = int(trainer.world_size)
+    if world > 1:
+        if batch_size % world:
+            log.warning("encoder.batch_size=%d is not a multiple of the %d devices; each draws %d", batch_size, world, max(1, batch_size // world))
+        data: PoolPatchData = _RankPoolData(images, steps, max(1, batch_size // world), seed)
+    else:
+        data = PoolPatchData(images, steps=steps, batch_size=batch_size)
     trainer.fit(module, datamodule=data)
     return module, embed(module, images, trainer_cfg)
 
@@ -286,6 +323,14 @@ def fit_data_stream(
         (same start, updated by the loop every round with the labels).
     """
     encoder_name(encoder_cfg)  # fail on an unknown encoder before hashing or locking anything
+    if rank_zero_only.rank != 0:
+        # The encoder's ranks are spawned for its fit and never get here; a process that does was
+        # started as one task of several (srun, torchrun) and would wait on rank 0's cache lock forever.
+        raise ConfigError(
+            f"fit_data_stream: this process is rank {rank_zero_only.rank} of a job started with several tasks;"
+            " dualstream starts the encoder's processes itself: run one task per job (hydra.launcher.tasks_per_node=1)"
+            " and set trainer.devices"
+        )
     key = cache_key(images, encoder_cfg, seed)
     k = int(encoder_cfg.get("typicality_k", 20))
     finetune = bool(encoder_cfg.get("finetune", False))
