@@ -67,8 +67,8 @@ def prepare(cfg: Any, run_dir: str | Path) -> "TaskSetup":
         pool = inject_from_config(pool, cfg.data, int(cfg.seed))
     artifacts = pool.is_artifact(cfg.loop.artifact_threshold)
     log.info(
-        "pool: %d patches of %dx%d px (%s nm voxels), %d artifacts; test: %s",
-        len(pool), pool.patch_size, pool.patch_size, "x".join(f"{v:g}" for v in pool.voxel_size), int(artifacts.sum()),
+        "pool: %d patches of %s%dx%d px (%s nm voxels), %d artifacts; test: %s",
+        len(pool), f"{pool.depth} sections x " if pool.depth > 1 else "", pool.patch_size, pool.patch_size, "x".join(f"{v:g}" for v in pool.voxel_size), int(artifacts.sum()),
         f"{len(test)} patches" if test is not None else "none (no labels)",
     )
     # loop.initial=all: label the whole pool once -- the "every pool item" reference of the report.
