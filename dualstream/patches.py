@@ -366,6 +366,20 @@ def depth_keys(data: Any) -> tuple[int, int | None]:
     return depth, stride_z
 
 
+def grid_keys(data: Any) -> tuple[int, int, int | None]:
+    """``(data.patch_size, data.downsample, data.stride)``, checked (stride ``None`` = the patch size)."""
+    patch_size = _int_key(data, "patch_size", 64)
+    if patch_size < 8:
+        raise ConfigError(f"data.patch_size must be at least 8 pixels, got {data.patch_size}")
+    factor = _int_key(data, "downsample", 1)
+    if factor < 1:
+        raise ConfigError(f"data.downsample: must be an integer >= 1 (1 = full resolution), got {factor}")
+    stride = data.get("stride")
+    if stride is not None and (_int_key(data, "stride", 64) < 1):
+        raise ConfigError(f"data.stride: must be >= 1 or null (= data.patch_size), got {stride}")
+    return patch_size, factor, stride
+
+
 def build_pools(data: Any) -> tuple[PatchPool, PatchPool]:
     """Open the volumes named by a ``data`` config (see :func:`open_split`) and cut the pool and the test set.
 
@@ -380,15 +394,7 @@ def build_pools(data: Any) -> tuple[PatchPool, PatchPool]:
             in the pool or in the test sections (the simulated annotator would paint empty masks and
             the foreground IoU would be 0 whatever the strategy).
     """
-    patch_size = _int_key(data, "patch_size", 64)
-    if patch_size < 8:
-        raise ConfigError(f"data.patch_size must be at least 8 pixels, got {data.patch_size}")
-    factor = _int_key(data, "downsample", 1)
-    if factor < 1:
-        raise ConfigError(f"data.downsample: must be an integer >= 1 (1 = full resolution), got {factor}")
-    stride = data.get("stride")
-    if stride is not None and (_int_key(data, "stride", 64) < 1):
-        raise ConfigError(f"data.stride: must be >= 1 or null (= data.patch_size), got {stride}")
+    patch_size, factor, stride = grid_keys(data)
     threshold = data.get("label_threshold")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
         raise ConfigError(f"data.label_threshold: expected a number, got {threshold!r}; foreground is label > threshold (127 for 0/255 masks)")
@@ -415,15 +421,7 @@ def build_unlabelled_pool(data: Any) -> PatchPool:
     ``data`` keys: ``image, voxel_size, intensity_range, sections, downsample, patch_size, stride``
     (``labels`` null). Used when a lab annotates its own volume (``dualstream-suggest``).
     """
-    patch_size = _int_key(data, "patch_size", 64)
-    if patch_size < 8:
-        raise ConfigError(f"data.patch_size must be at least 8 pixels, got {data.patch_size}")
-    factor = _int_key(data, "downsample", 1)
-    if factor < 1:
-        raise ConfigError(f"data.downsample: must be an integer >= 1 (1 = full resolution), got {factor}")
-    stride = data.get("stride")
-    if stride is not None and (_int_key(data, "stride", 64) < 1):
-        raise ConfigError(f"data.stride: must be >= 1 or null (= data.patch_size), got {stride}")
+    patch_size, factor, stride = grid_keys(data)
     if depth_keys(data)[0] > 1:
         raise ConfigError(
             f"data.patch_depth={data.get('patch_depth')}: annotating your own volume (dualstream-suggest) is 2D only;"
