@@ -150,3 +150,31 @@ def test_patch_uncertainty_errors():
         patch_uncertainty(np.full((2, 1, 4, 4), 0.5), "bald")
     with pytest.raises(ValueError, match="unknown uncertainty measure"):
         patch_uncertainty(np.full((2, 2, 4, 4), 0.5), "variance")
+
+
+@pytest.mark.parametrize("mc_samples", [1, 3])
+def test_pool_uncertainty_reduced_per_batch_equals_the_whole_pool_reduction(mc_samples):
+    """The per-batch reduction (memory of one batch) gives the numbers of reducing all probabilities at once."""
+    import torch
+
+    from dualstream.streams.task_stream import TaskStream
+
+    rng = np.random.default_rng(0)
+    pool = rng.random((300, 16, 16)).astype(np.float32)  # > one predict batch (256)
+    masks = (pool > 0.7).astype(np.uint8)
+    model = {"steps": 2, "batch_size": 4, "module": {"width": 4, "depth": 2, "mc_samples": mc_samples},
+             "uncertainty": {"measure": "bald" if mc_samples > 1 else "entropy", "reduction": "topk_mean", "topk": 0.2}}
+    trainer = {"accelerator": "cpu", "devices": 1, "precision": "32-true"}
+    stream = TaskStream(model, trainer, pool, pool[:4], masks[:4])
+    stream.fit(pool[:8], masks[:8], seed=0)
+    torch.manual_seed(1)
+    u = stream.pool_uncertainty()
+    extras = stream.pool_extras()
+    torch.manual_seed(1)  # the same MC-dropout draws for the whole-pool reference
+    probs = stream.pool_probabilities()
+    assert probs.shape == (300, mc_samples, 16, 16)
+    np.testing.assert_array_equal(u, patch_uncertainty(probs, model["uncertainty"]["measure"], "topk_mean", 0.2))
+    np.testing.assert_array_equal(extras["margin"], patch_uncertainty(probs, "margin", "topk_mean", 0.2))
+    np.testing.assert_array_equal(extras["foreground"], (probs.mean(axis=1) >= 0.5).mean(axis=(-2, -1)))
+    assert extras["task_embedding"].shape[0] == 300 and extras["grad_embedding"].shape[0] == 300
+    assert ("bald" in extras) == (mc_samples > 1)

@@ -140,20 +140,18 @@ class TaskStream:
         ``foreground`` ``(N,)`` (share of each patch's pixels predicted foreground).
         """
         u = dict(self.model_cfg.get("uncertainty", {}))
-        reduction, topk = u.get("reduction", "mean"), u.get("topk", 0.1)
-        out = self._predict_pool()
-        probs = out["probs"]
-        self._extras = {
-            "margin": patch_uncertainty(probs, "margin", reduction, topk),
-            "least_confidence": 0.5 * patch_uncertainty(probs, "margin", reduction, topk),
-            "task_embedding": out["features"],
-            "grad_embedding": out["grad"],
-            # (N,) predicted foreground share (pixels, or a block's voxels, with mean p >= 0.5), for foreground_random
-            "foreground": (probs.mean(axis=1) >= 0.5).mean(axis=tuple(range(-(probs.ndim - 2), 0))).astype(np.float64),
-        }
-        if probs.shape[1] > 1:
-            self._extras["bald"] = patch_uncertainty(probs, "bald", reduction, topk)
-        return patch_uncertainty(probs, u.get("measure", "entropy"), reduction, topk)
+        measure = u.get("measure", "entropy")
+        reduce = PerBatchReduction(measure, u.get("reduction", "mean"), u.get("topk", 0.1))
+        assert self.trainer is not None, "fit() first"
+        # Reduced batch by batch (a callback), so the pool's (N, T, P, P) probabilities never exist at once.
+        self.trainer.callbacks.append(reduce)
+        try:
+            self.trainer.predict(self.module, datamodule=self.data, return_predictions=False)
+        finally:
+            self.trainer.callbacks.remove(reduce)
+        out = reduce.result()
+        self._extras = {k: out[k] for k in ("margin", "least_confidence", "task_embedding", "grad_embedding", "foreground", "bald") if k in out}
+        return out[measure]
 
     def predict_masks(self, indices: np.ndarray) -> np.ndarray:
         """``(B, P, P)`` (3D: ``(B, D, P, P)``) uint8 0/1 masks the current model predicts for pool items ``indices`` (p >= 0.5)."""
@@ -167,6 +165,40 @@ class TaskStream:
     def pool_extras(self) -> dict[str, np.ndarray]:
         """Arrays computed by the last :meth:`pool_uncertainty` call, for ``PoolView.extras``."""
         return dict(getattr(self, "_extras", {}))
+
+
+class PerBatchReduction(pl.Callback):
+    """Reduces each predict batch's probabilities to per-item scores as it comes (see :meth:`TaskStream.pool_uncertainty`).
+
+    Memory grows with the batch, not with the pool: per item only the scores, the ``(F,)`` bottleneck
+    and the ``(w + 1,)`` gradient embedding are kept. The scores are those of :func:`patch_uncertainty`
+    on the whole pool, item by item (each item's reduction reads that item's pixels only).
+    """
+
+    def __init__(self, measure: str, reduction: str, topk: float):
+        self.measure, self.reduction, self.topk = measure, reduction, topk
+        self.parts: dict[str, list[np.ndarray]] = {}
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:  # noqa: D102
+        probs = outputs["probs"].float().cpu().numpy()
+        scores = {
+            "margin": patch_uncertainty(probs, "margin", self.reduction, self.topk),
+            "entropy": patch_uncertainty(probs, "entropy", self.reduction, self.topk),
+            "task_embedding": outputs["features"].float().cpu().numpy(),
+            "grad_embedding": outputs["grad"].float().cpu().numpy(),
+            # (B,) predicted foreground share (pixels, or a block's voxels, with mean p >= 0.5), for foreground_random
+            "foreground": (probs.mean(axis=1) >= 0.5).mean(axis=tuple(range(-(probs.ndim - 2), 0))).astype(np.float64),
+        }
+        scores["least_confidence"] = 0.5 * scores["margin"]
+        if probs.shape[1] > 1:
+            scores["bald"] = patch_uncertainty(probs, "bald", self.reduction, self.topk)
+        elif self.measure == "bald":
+            patch_uncertainty(probs, "bald", self.reduction, self.topk)  # raises the clear error
+        for key, value in scores.items():
+            self.parts.setdefault(key, []).append(value)
+
+    def result(self) -> dict[str, np.ndarray]:
+        return {k: np.concatenate(v) for k, v in self.parts.items()}
 
 
 def _fit_key(images: np.ndarray, masks: np.ndarray, seed: int, model_cfg: Mapping[str, Any], trainer_cfg: Mapping[str, Any]) -> str:
