@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dualstream.models.networks import UNetBody
+
 #: In-plane pooling / upsampling: z is never halved (D is small and already coarse).
 POOL = (1, 2, 2)
 
@@ -52,7 +54,7 @@ class ConvEncoder3d(nn.Module):
         return self.head(self.features(x).mean(dim=(-3, -2, -1)))
 
 
-class UNet3d(nn.Module):
+class UNet3d(UNetBody):
     """Anisotropic 3D U-Net, ``(B, 1, D, Y, X)`` -> logits ``(B, 1, D, Y, X)``; ``Y, X`` divisible by ``2**depth``.
 
     Same layout as the 2D :class:`~dualstream.models.networks.UNet` (channels ``width * 2**level``,
@@ -70,19 +72,3 @@ class UNet3d(nn.Module):
         self.up = nn.ModuleList([nn.ConvTranspose3d(chans[i + 1], chans[i], POOL, stride=POOL) for i in reversed(range(depth))])
         self.dec = nn.ModuleList([conv_block3d(2 * chans[i], chans[i]) for i in reversed(range(depth))])
         self.out = nn.Conv3d(chans[0], 1, 1)
-
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Logits ``(B, 1, D, Y, X)``, bottleneck ``(B, 2^depth w, D, Y/2^depth, X/2^depth)``, last features ``(B, w, D, Y, X)``."""
-        skips = []
-        for block in self.down:
-            x = block(x)
-            skips.append(x)
-            x = self.pool(x)
-        bottleneck = self.bottleneck(self.dropout(x))
-        x = bottleneck
-        for up, dec, skip in zip(self.up, self.dec, reversed(skips)):
-            x = dec(torch.cat([up(x), skip], dim=1))
-        return self.out(x), bottleneck, x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)[0]

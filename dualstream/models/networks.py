@@ -47,7 +47,29 @@ class ConvEncoder(nn.Module):
         return self.head(self.features(x).mean(dim=(-2, -1)))
 
 
-class UNet(nn.Module):
+class UNetBody(nn.Module):
+    """The U-Net's data flow, shared by the 2D and 3D networks; a subclass builds the layers
+    (``down``, ``pool``, ``dropout``, ``bottleneck``, ``up``, ``dec``, ``out``) for its dimensionality."""
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits ``(B, 1, *S)``, bottleneck ``(B, 2^depth w, *S')`` (``S'`` pooled ``depth`` times),
+        last features ``(B, w, *S)``; ``S`` = ``(Y, X)`` or ``(D, Y, X)``."""
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+            x = self.pool(x)
+        bottleneck = self.bottleneck(self.dropout(x))
+        x = bottleneck
+        for up, dec, skip in zip(self.up, self.dec, reversed(skips)):
+            x = dec(torch.cat([up(x), skip], dim=1))
+        return self.out(x), bottleneck, x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[0]
+
+
+class UNet(UNetBody):
     """2D U-Net, ``(B, 1, Y, X)`` -> logits ``(B, 1, Y, X)``; ``Y, X`` divisible by ``2**depth``.
 
     Dropout sits before the bottleneck so that MC-dropout sampling perturbs the deepest features.
@@ -64,18 +86,3 @@ class UNet(nn.Module):
         self.dec = nn.ModuleList([conv_block(2 * chans[i], chans[i]) for i in reversed(range(depth))])
         self.out = nn.Conv2d(chans[0], 1, 1)
 
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Logits ``(B, 1, Y, X)``, bottleneck ``(B, 2^depth w, Y/2^depth, X/2^depth)``, last features ``(B, w, Y, X)``."""
-        skips = []
-        for block in self.down:
-            x = block(x)
-            skips.append(x)
-            x = self.pool(x)
-        bottleneck = self.bottleneck(self.dropout(x))
-        x = bottleneck
-        for up, dec, skip in zip(self.up, self.dec, reversed(skips)):
-            x = dec(torch.cat([up(x), skip], dim=1))
-        return self.out(x), bottleneck, x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)[0]
