@@ -235,7 +235,7 @@ def calibrate_threshold(probs: np.ndarray, masks: np.ndarray, target_recall: flo
         return 0.5
     recall = np.array([(fg >= t).mean() for t in grid])
     ok = grid[recall >= target_recall]
-    return float(ok.max()) if len(ok) else float(grid.min())
+    return round(float(ok.max() if len(ok) else grid.min()), 6)  # 0.3, not np.arange's 0.30000000000000004
 
 
 def detector_threshold(detector_cfg: Mapping[str, Any], calibrated: float | None) -> float:
