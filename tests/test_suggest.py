@@ -119,3 +119,15 @@ def test_a_simulated_run_without_labels_says_how_to_annotate(tmp_path):
     setup = TaskSetup(items=np.zeros((4, 8, 8)), settings=None, streams=lambda: None, annotator=None)
     with pytest.raises(ConfigError, match="dualstream-suggest"):
         make_annotator(cfg, setup, tmp_path)
+
+
+def test_suggest_cli_errors_are_one_line_and_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).parent / "dualstream-suggest"
+    proc = subprocess.run([str(exe), f"data.image={sample_path()}:image"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "dualstream-suggest: error: project: not set; give the project directory: dualstream-suggest project=DIR data.image=PATH"
+    proc = subprocess.run([str(exe), f"project={tmp_path / 'p'}", f"data.image={tmp_path / 'missing.zarr'}"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "data.image: no such file or directory" in proc.stderr
