@@ -46,11 +46,8 @@ def _paint(project: Path, k: int, out: Path) -> str:
     table = QueryTable.read(round_dir(project, k) / "queries.csv")
     with h5py.File(sample_path(), "r") as f:
         truth = f["mitochondrion"][()]
-    painted = np.zeros_like(truth)
-    for z, y, x, sy, sx in zip(table.z, table.y, table.x, table.size_y, table.size_x):
-        painted[z, y : y + sy, x : x + sx] = truth[z, y : y + sy, x : x + sx]
     with h5py.File(out, "w") as f:
-        f["labels"] = painted
+        f["labels"] = table.within_boxes(truth)
     return f"{out}:labels"
 
 

@@ -61,6 +61,14 @@ class QueryTable:
         """``(B, 5)`` int64 ``z, y0, x0, y1, x1`` per query (``y1, x1`` end-exclusive), input voxels."""
         return np.stack([self.z, self.y, self.x, self.y + self.size_y, self.x + self.size_x], axis=1)
 
+    def within_boxes(self, volume: np.ndarray) -> np.ndarray:
+        """``volume`` ``(Z, Y, X)`` inside this table's boxes, 0 elsewhere: the label volume a scripted
+        annotator paints from ground truth (tests, benchmarks)."""
+        out = np.zeros_like(volume)
+        for z, y, x, sy, sx in zip(self.z, self.y, self.x, self.size_y, self.size_x):
+            out[z, y : y + sy, x : x + sx] = volume[z, y : y + sy, x : x + sx]
+        return out
+
     def to_csv(self) -> str:
         """The file's text (header + one line per row, ``\\n`` line ends)."""
         out = io.StringIO()
