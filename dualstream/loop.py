@@ -146,7 +146,8 @@ class ActiveLearningLoop:
     """Runs one acquisition strategy from the initial set to the last round.
 
     Args:
-        pool_images: ``(N, P, P)`` float32 candidates.
+        pool_images: ``(N, P, P)`` float32 candidates (an array, or a pool store read lazily: the loop
+            reads the labelled items only).
         data_stream: the frozen encoder's embedding and typicality of the pool.
         task: the task model (retrained each round).
         annotator: answers queries (masks or skip).
@@ -202,7 +203,9 @@ class ActiveLearningLoop:
         self.queried = np.zeros(n, dtype=bool)
         self.labeled = np.zeros(n, dtype=bool)
         self.skipped = np.zeros(n, dtype=bool)
-        self.masks: np.ndarray | None = None  # answers, (N, ...) shaped like the annotator's
+        # Answers of labelled items only (never an (N, ...) array: a pool on disk may not fit in memory).
+        self.answers: dict[int, np.ndarray] = {}
+        self._no_answers: np.ndarray | None = None  # (0, ...) shaped and typed like the annotator's answers
         self.n_skipped = 0
         self.proposed: list[np.ndarray] = []  # every batch put to the annotator, in order (initial set first)
         self.records: list[RoundRecord] = []
@@ -211,13 +214,20 @@ class ActiveLearningLoop:
 
     def _ask(self, indices: np.ndarray) -> None:
         answers = self.annotator.annotate(indices)
-        if self.masks is None:
-            self.masks = np.zeros((len(self.images), *answers.masks.shape[1:]), dtype=answers.masks.dtype)
+        if self._no_answers is None:
+            self._no_answers = np.zeros((0, *answers.masks.shape[1:]), dtype=answers.masks.dtype)
         self.queried[indices] = True
         self.labeled[answers.labeled] = True
         self.skipped[answers.skipped] = True
-        self.masks[answers.labeled] = answers.masks
+        for i, mask in zip(np.asarray(answers.labeled, dtype=np.int64), answers.masks):
+            self.answers[int(i)] = np.array(mask, dtype=self._no_answers.dtype)
         self.n_skipped += len(answers.skipped)
+
+    def answers_of(self, indices: np.ndarray) -> np.ndarray:
+        """``(L, ...)`` answers of labelled items ``indices`` (masks, or ``(L,)`` verdicts), in that order."""
+        if len(indices) == 0:
+            return self._no_answers.copy() if self._no_answers is not None else np.zeros(0, dtype=np.uint8)
+        return np.stack([self.answers[int(i)] for i in indices])
 
     def _propose_and_ask(self, selection: Selection, view: PoolView) -> bool:
         """Put a batch to the annotator; False when it has not answered yet (the batch stays pending)."""
@@ -254,7 +264,7 @@ class ActiveLearningLoop:
     def snapshot(self, config_hash: str = "", pool: str = "") -> LoopState:
         """The loop's state now (after the last round's queries were answered), for :meth:`LoopState.save`."""
         idx = np.flatnonzero(self.labeled)
-        answers = self.masks[idx] if self.masks is not None else np.zeros(0, dtype=np.uint8)
+        answers = self.answers_of(idx)
         return LoopState(
             config_hash=config_hash, pool=pool, n_rounds=self.settings.n_rounds, round=self.round,
             queried=self.queried.copy(), labeled=self.labeled.copy(), skipped=self.skipped.copy(),
@@ -276,11 +286,9 @@ class ActiveLearningLoop:
                 f" {self.settings.n_rounds}; start over in a new hydra.run.dir"
             )
         self.queried[:], self.labeled[:], self.skipped[:] = state.queried, state.labeled, state.skipped
-        if len(state.answer_index):
-            self.masks = np.zeros((n, *state.answers.shape[1:]), dtype=state.answers.dtype)
-            self.masks[state.answer_index] = state.answers
-        else:  # nothing answered yet (a lab's cold start): the first answers fix the masks' shape
-            self.masks = None
+        self.answers = {int(i): np.array(a) for i, a in zip(state.answer_index, state.answers)}
+        # Nothing answered yet (a lab's cold start): the first answers fix the answers' shape.
+        self._no_answers = np.zeros((0, *state.answers.shape[1:]), dtype=state.answers.dtype) if len(state.answer_index) else None
         self.n_skipped = int(state.skipped.sum())
         self.proposed = [np.asarray(b, dtype=np.int64).copy() for b in state.proposed]
         self.records = [RoundRecord(**r) for r in state.records]
@@ -316,10 +324,10 @@ class ActiveLearningLoop:
                     " raise loop.initial or check data.ignore"
                 )
             idx = np.flatnonzero(self.labeled)
-            assert self.masks is not None
+            images, masks = self.images[idx], self.answers_of(idx)  # the labelled items only
             if hasattr(self.stream, "update"):  # a fine-tuned (not frozen) data stream sees the labels too
-                self.stream.update(self.images[idx], self.masks[idx], seed=self.seed * 1000 + r)
-            loss = self.task.fit(self.images[idx], self.masks[idx], seed=self.seed * 1000 + r)
+                self.stream.update(images, masks, seed=self.seed * 1000 + r)
+            loss = self.task.fit(images, masks, seed=self.seed * 1000 + r)
             score = self.task.score()
             uncertainty = self.task.pool_uncertainty()
             free = ~self.queried

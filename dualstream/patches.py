@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -26,8 +27,10 @@ class PatchPool:
 
     Attributes:
         images: ``(N, P, P)`` float32 in ``[0, 1]``; ``(N, D, P, P)`` for blocks (``data.patch_depth = D > 1``).
+            With ``data.pool_store=disk`` a :class:`~dualstream.pool_store.PatchStore` (read lazily,
+            indexed like the array; values ``round(255 x) / 255``).
         labels: ``(N, P, P)`` (blocks: ``(N, D, P, P)``) uint8 in ``{0, 1}`` (ground truth; only the
-            oracle may read it for the pool).
+            oracle may read it for the pool); a ``PatchStore`` of the labels on disk.
         ignore_share: ``(N,)`` float32, share of each patch (all voxels of a block) inside the ignore (artifact) mask.
         origins: ``(N, 3)`` int64, ``z, y, x`` of each patch's top-left corner (a block's first
             section), in (downsampled) voxels.
@@ -149,12 +152,15 @@ def block_starts(sections: Sequence[int], depth: int, stride_z: int | None = Non
     return starts
 
 
+Piece = tuple[np.ndarray, np.ndarray, np.ndarray, list]
+"""Patches of one section (or one group of ``D`` sections): images, labels, ignore shares, origins."""
+
+
 def _extract_tiles(
     image: Volume, labels: Volume | None, ignore: Volume | None, sections: Sequence[int],
     patch_size: int, stride: int, factor: int, label_threshold: float,
-) -> tuple[list, list, list, list]:
-    """The 2D part of :func:`extract_patches`: ``(n, P, P)`` tiles per section."""
-    imgs, labs, igns, origins = [], [], [], []
+) -> Iterator[Piece]:
+    """The 2D part of :func:`extract_patches`: ``(n, P, P)`` tiles, one section at a time."""
     for z in sections:
         img, lab, ign = read_section(image, labels, ignore, z, factor, label_threshold)
         corners = tile_origins(img.shape, patch_size, stride)
@@ -163,18 +169,17 @@ def _extract_tiles(
                 f"{image.source}: sections are {img.shape[0]}x{img.shape[1]} pixels after downsampling by {factor},"
                 f" smaller than data.patch_size={patch_size}: the pool is empty; lower data.patch_size or data.downsample"
             )
-        imgs.append(_tiles(img, corners, patch_size))
-        labs.append(_tiles(lab, corners, patch_size))
-        igns.append(_tiles(ign, corners, patch_size).mean(axis=(1, 2)))
-        origins.extend((z, y, x) for y, x in corners)
-    return imgs, labs, igns, origins
+        yield (
+            _tiles(img, corners, patch_size), _tiles(lab, corners, patch_size),
+            _tiles(ign, corners, patch_size).mean(axis=(1, 2)), [(z, y, x) for y, x in corners],
+        )
 
 
 def _extract_blocks(
     image: Volume, labels: Volume | None, ignore: Volume | None, sections: Sequence[int],
     patch_size: int, stride: int, factor: int, label_threshold: float, depth: int, stride_z: int | None,
-) -> tuple[list, list, list, list]:
-    """The 3D part of :func:`extract_patches`: ``(n, D, P, P)`` blocks per group of ``D`` sections."""
+) -> Iterator[Piece]:
+    """The 3D part of :func:`extract_patches`: ``(n, D, P, P)`` blocks, one group of ``D`` sections at a time."""
     starts = block_starts(sections, depth, stride_z)
     if not starts:
         raise EmptyPoolError(
@@ -182,7 +187,6 @@ def _extract_blocks(
             " so the pool (or the test set) is empty; lower data.patch_depth or select more sections (data.sections)"
         )
     cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # sections shared by overlapping blocks
-    imgs, labs, igns, origins = [], [], [], []
     for i in starts:
         zs = [int(z) for z in sections[i : i + depth]]
         cache = {z: cache[z] if z in cache else read_section(image, labels, ignore, z, factor, label_threshold) for z in zs}
@@ -193,11 +197,12 @@ def _extract_blocks(
                 f"{image.source}: sections are {img.shape[1]}x{img.shape[2]} pixels after downsampling by {factor},"
                 f" smaller than data.patch_size={patch_size}: the pool is empty; lower data.patch_size or data.downsample"
             )
-        imgs.append(np.stack([img[:, y : y + patch_size, x : x + patch_size] for y, x in corners]))
-        labs.append(np.stack([lab[:, y : y + patch_size, x : x + patch_size] for y, x in corners]))
-        igns.append(np.stack([ign[:, y : y + patch_size, x : x + patch_size] for y, x in corners]).mean(axis=(1, 2, 3)))
-        origins.extend((zs[0], y, x) for y, x in corners)
-    return imgs, labs, igns, origins
+        yield (
+            np.stack([img[:, y : y + patch_size, x : x + patch_size] for y, x in corners]),
+            np.stack([lab[:, y : y + patch_size, x : x + patch_size] for y, x in corners]),
+            np.stack([ign[:, y : y + patch_size, x : x + patch_size] for y, x in corners]).mean(axis=(1, 2, 3)),
+            [(zs[0], y, x) for y, x in corners],
+        )
 
 
 def extract_patches(
@@ -211,11 +216,14 @@ def extract_patches(
     ignore: Volume | None = None,
     depth: int = 1,
     stride_z: int | None = None,
+    store: str | Path | None = None,
 ) -> PatchPool:
     """Tile the given sections of an image volume (and its labels / ignore mask) into a pool.
 
     Reads one section at a time (one block of ``depth`` sections for 3D), so only the patches are
-    held in memory.
+    held in memory; with ``store`` not even those: each section's patches go straight into a
+    :class:`~dualstream.pool_store.PatchStore` file (uint8, ``round(x * 255)``) and the pool's
+    ``images`` and ``labels`` read from it lazily.
 
     Args:
         image, labels: aligned ``(z, y, x)`` volumes; labels are foreground where ``> label_threshold``
@@ -228,6 +236,7 @@ def extract_patches(
         depth: sections per item; 1 gives ``(N, P, P)`` tiles, ``D > 1`` gives ``(N, D, P, P)`` blocks
             of ``D`` consecutive sections (see :func:`block_starts`), origin ``z`` = first section.
         stride_z: section step between blocks (default ``depth``).
+        store: ``.h5`` file to write the pool into (``None``: in memory, float32).
 
     Raises:
         EmptyPoolError: the sections are smaller than one patch, or hold no block of ``depth``.
@@ -238,21 +247,63 @@ def extract_patches(
         check_aligned(image, ignore, "ignore mask")
     stride = stride or patch_size
     if depth > 1:
-        imgs, labs, igns, origins = _extract_blocks(
-            image, labels, ignore, sections, patch_size, stride, factor, label_threshold, depth, stride_z
-        )
+        pieces = _extract_blocks(image, labels, ignore, sections, patch_size, stride, factor, label_threshold, depth, stride_z)
     else:
-        imgs, labs, igns, origins = _extract_tiles(image, labels, ignore, sections, patch_size, stride, factor, label_threshold)
-    if not imgs:
-        raise EmptyPoolError(f"{image.source}: no sections selected, so the pool is empty; check data.sections")
+        pieces = _extract_tiles(image, labels, ignore, sections, patch_size, stride, factor, label_threshold)
     vz, vy, vx = image.voxel_size
+    voxel_size = (vz, vy * factor, vx * factor)
+    empty = f"{image.source}: no sections selected, so the pool is empty; check data.sections"
+    if store is not None:
+        return _extract_to_store(pieces, Path(store), voxel_size, image.source, empty)
+    imgs, labs, igns, origins = [], [], [], []
+    for img, lab, ign, org in pieces:
+        imgs.append(img)
+        labs.append(lab)
+        igns.append(ign)
+        origins.extend(org)
+    if not imgs:
+        raise EmptyPoolError(empty)
     return PatchPool(
         images=np.concatenate(imgs).astype(np.float32),
         labels=np.concatenate(labs),
         ignore_share=np.concatenate(igns).astype(np.float32),
         origins=np.asarray(origins, dtype=np.int64),
-        voxel_size=(vz, vy * factor, vx * factor),
+        voxel_size=voxel_size,
         source=image.source,
+    )
+
+
+def _extract_to_store(pieces: Iterator[Piece], path: Path, voxel_size: tuple[float, float, float], source: str, empty: str) -> PatchPool:
+    """Write the pieces of :func:`extract_patches` into a store file at ``path``; the pool reads from it."""
+    from dualstream.pool_store import PatchStoreWriter
+
+    writer = None
+    try:
+        for img, lab, ign, org in pieces:
+            if writer is None:
+                writer = PatchStoreWriter(path, img.shape[1:])
+            writer.append(img, lab, ign, np.asarray(org, dtype=np.int64).reshape(-1, 3))
+        if writer is None:
+            raise EmptyPoolError(empty)
+        images = writer.close(voxel_size, source)
+    except BaseException:
+        if writer is not None and writer.file.id.valid:
+            writer.abort()
+        raise
+    return PatchPool(
+        images=images, labels=images.labels, ignore_share=images.read_small("ignore_share"),
+        origins=images.read_small("origins"), voxel_size=voxel_size, source=source,
+    )
+
+
+def open_store_pool(path: str | Path) -> PatchPool:
+    """A pool written by :func:`extract_patches` with ``store=path``, opened again (a later run, same data)."""
+    from dualstream.pool_store import PatchStore
+
+    images = PatchStore(path)
+    return PatchPool(
+        images=images, labels=images.labels, ignore_share=images.read_small("ignore_share"),
+        origins=images.read_small("origins"), voxel_size=images.voxel_size, source=images.source,  # type: ignore[arg-type]
     )
 
 
@@ -380,11 +431,28 @@ def grid_keys(data: Any) -> tuple[int, int, int | None]:
     return patch_size, factor, stride
 
 
-def build_pools(data: Any) -> tuple[PatchPool, PatchPool]:
+def _stored(store_dir: str | Path | None, name: str) -> tuple[Path | None, PatchPool | None]:
+    """``(path, pool)`` of part ``name`` in ``store_dir``: the pool when a complete file is there already."""
+    if store_dir is None:
+        return None, None
+    path = Path(store_dir) / f"{name}.h5"
+    if path.exists():
+        try:
+            return path, open_store_pool(path)
+        except DataError:  # an unreadable or older file: written again
+            path.unlink(missing_ok=True)
+    return path, None
+
+
+def build_pools(data: Any, store_dir: str | Path | None = None) -> tuple[PatchPool, PatchPool]:
     """Open the volumes named by a ``data`` config (see :func:`open_split`) and cut the pool and the test set.
 
     Further ``data`` keys: ``label_threshold, downsample, patch_size, stride, patch_depth, stride_z``
     (see :func:`depth_keys`; the test set is cut into blocks like the pool).
+
+    With ``store_dir`` both parts are written to disk (``pool.h5``, ``test.h5``, see
+    :mod:`dualstream.pool_store`) section by section, or opened when a complete file is there already
+    (the caller keys the folder by the data config and files, and holds a lock while building).
 
     Returns:
         ``(pool, test)``.
@@ -403,8 +471,12 @@ def build_pools(data: Any) -> tuple[PatchPool, PatchPool]:
     common = dict(patch_size=patch_size, stride=stride, factor=factor, label_threshold=float(threshold))
     if depth > 1:  # 2D calls stay exactly as they were
         common.update(depth=depth, stride_z=stride_z)
-    pool = extract_patches(split.image, split.labels, split.pool_sections, ignore=split.ignore, **common)
-    test = extract_patches(split.test_image, split.test_labels, split.test_sections, **common)
+    pool_path, pool = _stored(store_dir, "pool")
+    if pool is None:
+        pool = extract_patches(split.image, split.labels, split.pool_sections, ignore=split.ignore, store=pool_path, **common)
+    test_path, test = _stored(store_dir, "test")
+    if test is None:
+        test = extract_patches(split.test_image, split.test_labels, split.test_sections, store=test_path, **common)
     for name, part, labels in (("pool", pool, split.labels), ("test", test, split.test_labels)):
         if not part.labels.any():
             raise ConfigError(
@@ -415,11 +487,12 @@ def build_pools(data: Any) -> tuple[PatchPool, PatchPool]:
     return pool, test
 
 
-def build_unlabelled_pool(data: Any) -> PatchPool:
+def build_unlabelled_pool(data: Any, store_dir: str | Path | None = None) -> PatchPool:
     """The pool of a volume nobody has labelled: every selected section, no test split, labels all 0.
 
     ``data`` keys: ``image, voxel_size, intensity_range, sections, downsample, patch_size, stride``
     (``labels`` null). Used when a lab annotates its own volume (``dualstream-suggest``).
+    ``store_dir``: write (or reopen) the pool on disk, as in :func:`build_pools`.
     """
     patch_size, factor, stride = grid_keys(data)
     if depth_keys(data)[0] > 1:
@@ -431,4 +504,7 @@ def build_unlabelled_pool(data: Any) -> PatchPool:
     image.intensity = intensity_range(image, data.get("intensity_range"), role="data.image")
     ignore = open_volume(data.ignore, data.get("voxel_size"), role="data.ignore") if data.get("ignore") else None
     sections = _select(data.get("sections"), len(image), "data.sections")
-    return extract_patches(image, None, sections, patch_size, stride=stride, factor=factor, ignore=ignore)
+    path, pool = _stored(store_dir, "pool")
+    if pool is not None:
+        return pool
+    return extract_patches(image, None, sections, patch_size, stride=stride, factor=factor, ignore=ignore, store=path)

@@ -35,6 +35,7 @@ from dualstream.datamodules import PoolPatchData
 from dualstream.errors import ConfigError, DualstreamError
 from dualstream.models.encoder import ContrastiveEncoder
 from dualstream.models.vae import PatchVAE
+from dualstream.pool_store import PatchStore
 from dualstream.streams.typicality import knn_typicality
 from dualstream.trainer import build_trainer
 
@@ -101,7 +102,15 @@ def build_encoder(images: np.ndarray, encoder_cfg: Mapping[str, Any]) -> pl.Ligh
 
 
 def cache_key(images: np.ndarray, encoder_cfg: Mapping[str, Any], seed: int) -> str:
-    h = hashlib.sha1(np.ascontiguousarray(images).tobytes())
+    """16 hex digits for (pool pixels, encoder config before training, seed).
+
+    A disk pool (:class:`~dualstream.pool_store.PatchStore`) is keyed by the digest its writer computed,
+    so the key never reads the pool; an in-memory pool by its bytes (keys of earlier runs unchanged).
+    """
+    if isinstance(images, PatchStore):
+        h = hashlib.sha1(f"pool_store:{images.shape}:{images.digest}".encode())
+    else:
+        h = hashlib.sha1(np.ascontiguousarray(images).tobytes())
     cfg = {k: v for k, v in dict(encoder_cfg).items() if k not in POST_TRAINING_KEYS}
     h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
     h.update(str(seed).encode())

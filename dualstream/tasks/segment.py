@@ -1,13 +1,15 @@
 """``task=segment``: the annotator paints the mask of a whole patch; the task model is a U-Net.
 
 Pool = square tiles of the pool sections (:mod:`dualstream.patches`); score = foreground IoU on the
-held-out test tiles. Without ``data.labels`` (a lab's unlabelled volume) the pool is cut from every
+held-out test tiles. With ``data.pool_store=disk`` the pool and the test tiles are written once to a
+uint8 file under ``paths.cache_dir`` and read in batches (:mod:`dualstream.pool_store`). Without ``data.labels`` (a lab's unlabelled volume) the pool is cut from every
 selected section, there is no test set (the score is NaN) and no simulated annotator.
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,10 +17,12 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from dualstream.artifacts import inject_from_config
+from dualstream.disk_cache import locked
 from dualstream.errors import ConfigError
 from dualstream.loop import LoopSettings
 from dualstream.oracle import SimulatedAnnotator
 from dualstream.patches import build_pools, build_unlabelled_pool, depth_keys
+from dualstream.pool_store import pool_store_mode, store_folder
 
 if TYPE_CHECKING:
     from dualstream.tasks import TaskSetup
@@ -59,10 +63,14 @@ def prepare(cfg: Any, run_dir: str | Path) -> "TaskSetup":
     from dualstream.tasks import TaskSetup
 
     encoder_cfg, model_cfg = networks_for_depth(cfg, depth_keys(cfg.data)[0])  # before any volume is read
-    if cfg.data.get("labels"):
-        pool, test = build_pools(cfg.data)
-    else:
-        pool, test = build_unlabelled_pool(cfg.data), None
+    on_disk = pool_store_mode(cfg.data) == "disk"  # refuses what needs the whole pool in memory, before any work
+    store_dir = store_folder(cfg.data, cfg.paths.get("cache_dir"), run_dir) if on_disk else None
+    with locked(store_dir.with_suffix(".lock")) if store_dir is not None else nullcontext():
+        # Runs of a sweep with the same data share one store: the first writes it, the others open it.
+        if cfg.data.get("labels"):
+            pool, test = build_pools(cfg.data, store_dir)
+        else:
+            pool, test = build_unlabelled_pool(cfg.data, store_dir), None
     if cfg.data.get("inject_artifacts"):
         pool = inject_from_config(pool, cfg.data, int(cfg.seed))
     artifacts = pool.is_artifact(cfg.loop.artifact_threshold)
@@ -79,6 +87,8 @@ def prepare(cfg: Any, run_dir: str | Path) -> "TaskSetup":
         "pool_size": len(pool), "test_size": len(test) if test is not None else 0,
         "n_artifacts": int(artifacts.sum()), "full_pool": full_pool,
     }
+    if on_disk:
+        log.info("pool: on disk in %s (uint8, read in batches)", store_dir)
     empty = np.zeros((0, *pool.images.shape[1:]), dtype=np.float32)
     test_images = test.images if test is not None else empty
     test_labels = test.labels if test is not None else empty.astype(np.uint8)
