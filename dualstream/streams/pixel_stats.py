@@ -51,7 +51,8 @@ def pixel_statistics(images: np.ndarray, batch: int = 256) -> np.ndarray:
     Raises:
         DataError: not a stack of 2-D images (or 3-D blocks) of at least 3 x 3 pixels.
     """
-    images = np.asarray(images)
+    if not hasattr(images, "iter_batches"):  # a pool store (data.pool_store=disk) is read batch by batch below
+        images = np.asarray(images)
     if images.ndim not in (3, 4) or images.shape[-2] < 3 or images.shape[-1] < 3:
         raise DataError(f"pixel_statistics needs (N, H, W) images or (N, D, H, W) blocks with H, W >= 3, got shape {images.shape}")
     if images.ndim == 4:
