@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import logging
 import os
+import shutil
 import sys
 import time
 import warnings
-from typing import Any, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
 
 import pytorch_lightning as pl
 import torch
+from torch import nn
 from pytorch_lightning.plugins.environments import LightningEnvironment
 from pytorch_lightning.strategies import DDPStrategy, StrategyRegistry
 
@@ -201,3 +206,114 @@ def build_trainer(
         num_sanity_val_steps=0,
         callbacks=callbacks,
     )
+
+
+# --- inference options (issue 13 item 3) -------------------------------------------------------------
+
+#: The ``trainer`` keys that change how pool inference (embedding, pool scoring) runs, with the type
+#: each takes and its default. The defaults reproduce the plain predict of earlier versions bit for bit.
+INFERENCE_KEYS: dict[str, tuple[type, Any]] = {
+    "channels_last": (bool, False),
+    "fuse_batchnorm": (bool, False),
+    "compile": (bool, False),
+    "predict_batch_size": (int, 256),
+}
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How the pool's predict passes run (see :data:`INFERENCE_KEYS` and ``conf/trainer/cpu.yaml``).
+
+    Attributes:
+        channels_last: convolutions in NHWC memory layout (oneDNN's fast path on CPUs).
+        fuse_batchnorm: fold each eval-mode BatchNorm into the preceding convolution
+            (:func:`dualstream.models.networks.fold_batchnorm`); changes outputs by float rounding only.
+        compile: ``torch.compile`` the networks (inductor, weights frozen); pays a one-off compile of
+            minutes on a CPU, so it only pays on large pools; needs a C++ compiler.
+        predict_batch_size: patches per predict batch.
+    """
+
+    channels_last: bool = False
+    fuse_batchnorm: bool = False
+    compile: bool = False
+    predict_batch_size: int = 256
+
+    @property
+    def changes_model(self) -> bool:
+        """Whether the networks are swapped for prepared copies during predict."""
+        return self.channels_last or self.fuse_batchnorm or self.compile
+
+
+def inference_options(cfg: Mapping[str, Any]) -> InferenceOptions:
+    """The :class:`InferenceOptions` of a ``trainer`` config; a one-line :class:`ConfigError` for a wrong type or value."""
+    values: dict[str, Any] = {}
+    for key, (kind, default) in INFERENCE_KEYS.items():
+        value = cfg.get(key, default)
+        if value is None:
+            value = default
+        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        if not ok:
+            example = "true" if kind is bool else str(default)
+            raise ConfigError(f"trainer.{key}: expected {'true or false' if kind is bool else 'an integer'}, got {value!r}; e.g. trainer.{key}={example}")
+        values[key] = value
+    if values["predict_batch_size"] < 1:
+        raise ConfigError(f"trainer.predict_batch_size: must be >= 1, got {values['predict_batch_size']}; e.g. trainer.predict_batch_size=256")
+    if values["compile"] and shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None:
+        raise ConfigError("trainer.compile=true: torch.compile needs a C++ compiler on PATH (none found); install g++ or set trainer.compile=false")
+    return InferenceOptions(**values)
+
+
+def prepare_network(net: nn.Module, options: InferenceOptions) -> nn.Module:
+    """An inference copy of the plain ``nn.Module`` ``net`` as ``options`` say (``net`` itself is unchanged).
+
+    Returns ``net`` itself when no option changes the model.
+    """
+    if not options.changes_model:
+        return net
+    from dualstream.models.networks import fold_batchnorm
+
+    prepared = fold_batchnorm(net) if options.fuse_batchnorm else copy.deepcopy(net).eval()
+    if options.channels_last:
+        is3d = any(isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)) for m in prepared.modules())
+        prepared = prepared.to(memory_format=torch.channels_last_3d if is3d else torch.channels_last)
+    if options.compile:
+        # Frozen weights let inductor pre-pack them for oneDNN; dynamic=False: one graph per batch shape.
+        prepared = torch.compile(prepared, dynamic=False, options={"freezing": True})  # type: ignore[assignment]
+    return prepared
+
+
+def _has_conv(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
+
+
+@contextmanager
+def inference_view(module: nn.Module, cfg_or_options: Mapping[str, Any] | InferenceOptions) -> Iterator[nn.Module]:
+    """Within the block, ``module``'s convolutional children are prepared inference copies (:func:`prepare_network`).
+
+    ``module`` is a Lightning module (an encoder, the U-Net); its children holding convolutions
+    (``backbone``, ``net``) are swapped for copies folded / made channels-last / compiled, and put back on
+    exit, so training, ``state_dict`` and the cache never see the copies. With the default options
+    nothing is swapped. Yields ``module``.
+    """
+    options = cfg_or_options if isinstance(cfg_or_options, InferenceOptions) else inference_options(cfg_or_options)
+    originals: dict[str, nn.Module] = {}
+    if options.changes_model:
+        was_training = module.training
+        module.eval()
+        for name, child in list(module.named_children()):
+            if _has_conv(child):
+                originals[name] = child
+        try:
+            for name, child in originals.items():
+                setattr(module, name, prepare_network(child, options))
+        except BaseException:
+            for name, child in originals.items():
+                setattr(module, name, child)
+            raise
+    try:
+        yield module
+    finally:
+        for name, child in originals.items():
+            setattr(module, name, child)
+        if originals and was_training:
+            module.train()

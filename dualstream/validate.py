@@ -473,10 +473,11 @@ def check_trainer(cfg: DictConfig) -> None:
 
         if not torch.backends.mps.is_available():
             raise ConfigError("trainer.accelerator: 'mps' but this machine has no Apple GPU; use trainer=cpu")
-    from dualstream.trainer import check_devices, check_strategy
+    from dualstream.trainer import check_devices, check_strategy, inference_options
 
     # devices and strategy drive the encoder's fit only (dualstream.trainer.build_trainer)
     check_strategy(str(_get(cfg, "trainer.strategy", "auto") or "auto"), check_devices(cfg.trainer))
+    inference_options(_get(cfg, "trainer"))  # channels_last, fuse_batchnorm, compile, predict_batch_size
 
 
 def check_logger(cfg: DictConfig) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -86,3 +88,28 @@ class UNet(UNetBody):
         self.dec = nn.ModuleList([conv_block(2 * chans[i], chans[i]) for i in reversed(range(depth))])
         self.out = nn.Conv2d(chans[0], 1, 1)
 
+
+
+def fold_batchnorm(net: nn.Module) -> nn.Module:
+    """A copy of ``net`` (in eval mode) with every BatchNorm that directly follows a convolution folded into it.
+
+    Within each ``nn.Sequential``, a ``Conv{1,2,3}d`` immediately followed by a ``BatchNorm{1,2,3}d``
+    becomes one convolution with scaled weights and a bias (the BatchNorm is replaced by ``nn.Identity``),
+    using the BatchNorm's running statistics: inference only. The output equals the unfolded network's
+    up to float rounding (about 1e-6 relative), and inference skips one full pass over every activation.
+    ``net`` itself is left untouched (its ``state_dict`` keys and values do not change).
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(net).eval()
+    for seq in folded.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = seq._modules[a], seq._modules[b]
+            if isinstance(conv, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and isinstance(bn, nn.modules.batchnorm._BatchNorm):
+                if bn.track_running_stats and bn.running_mean is not None:
+                    seq._modules[a] = fuse_conv_bn_eval(conv, bn)
+                    seq._modules[b] = nn.Identity()
+    return folded

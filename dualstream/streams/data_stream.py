@@ -37,7 +37,7 @@ from dualstream.models.encoder import ContrastiveEncoder
 from dualstream.models.vae import PatchVAE
 from dualstream.pool_store import PatchStore
 from dualstream.streams.typicality import knn_typicality
-from dualstream.trainer import build_trainer
+from dualstream.trainer import build_trainer, inference_options, inference_view
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,9 @@ def embed(module: pl.LightningModule, images: np.ndarray, trainer_cfg: Mapping[s
     """``(N, D)`` float32 embedding of ``images`` by ``module.predict_step`` (eval mode)."""
     module.eval()
     trainer = build_trainer(trainer_cfg, 1)
-    with torch.no_grad():
-        out = trainer.predict(module, datamodule=PoolPatchData(images, steps=1, batch_size=1))
+    options = inference_options(trainer_cfg)  # trainer.channels_last / fuse_batchnorm / compile / predict_batch_size
+    with torch.no_grad(), inference_view(module, options):
+        out = trainer.predict(module, datamodule=PoolPatchData(images, steps=1, batch_size=1, eval_batch_size=options.predict_batch_size))
     return torch.cat(out).float().cpu().numpy()  # type: ignore[arg-type]
 
 

@@ -17,7 +17,7 @@ from dualstream.datamodules import LabeledPatchData
 from dualstream.disk_cache import locked
 from dualstream.models.segmentation import SegmentationModule
 from dualstream.streams.uncertainty import patch_uncertainty
-from dualstream.trainer import build_trainer
+from dualstream.trainer import INFERENCE_KEYS, build_trainer, inference_options, inference_view
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class TaskStream:
         self.data = LabeledPatchData(
             images, masks, self.test_images, self.test_masks, self.pool_images,
             steps=steps, batch_size=int(self.model_cfg["batch_size"]),
+            eval_batch_size=inference_options(self.trainer_cfg).predict_batch_size,
         )
         self.trainer = build_trainer(self.trainer_cfg, steps)
 
@@ -124,7 +125,8 @@ class TaskStream:
 
     def _predict_pool(self) -> dict[str, np.ndarray]:
         assert self.trainer is not None, "fit() first"
-        outs = self.trainer.predict(self.module, datamodule=self.data)
+        with inference_view(self.module, self.trainer_cfg):  # trainer.channels_last / fuse_batchnorm / compile
+            outs = self.trainer.predict(self.module, datamodule=self.data)
         return {k: torch.cat([o[k] for o in outs]).float().cpu().numpy() for k in outs[0]}  # type: ignore[index]
 
     def pool_probabilities(self) -> np.ndarray:
@@ -146,7 +148,8 @@ class TaskStream:
         # Reduced batch by batch (a callback), so the pool's (N, T, P, P) probabilities never exist at once.
         self.trainer.callbacks.append(reduce)
         try:
-            self.trainer.predict(self.module, datamodule=self.data, return_predictions=False)
+            with inference_view(self.module, self.trainer_cfg):  # trainer.channels_last / fuse_batchnorm / compile
+                self.trainer.predict(self.module, datamodule=self.data, return_predictions=False)
         finally:
             self.trainer.callbacks.remove(reduce)
         out = reduce.result()
@@ -206,7 +209,8 @@ def _fit_key(images: np.ndarray, masks: np.ndarray, seed: int, model_cfg: Mappin
     h = hashlib.sha1(np.ascontiguousarray(images).tobytes())
     h.update(np.ascontiguousarray(masks).tobytes())
     model = {k: v for k, v in dict(model_cfg).items() if k != "uncertainty"}  # read after the fit only
-    # strategy only drives the encoder's fit (this one is single-device): left out, so older keys still match
-    trainer = {k: v for k, v in dict(trainer_cfg).items() if k not in ("cpu_threads", "strategy")}
+    # strategy only drives the encoder's fit (this one is single-device), the inference keys only the predicts
+    # after it: left out, so older keys still match
+    trainer = {k: v for k, v in dict(trainer_cfg).items() if k not in ("cpu_threads", "strategy", *INFERENCE_KEYS)}
     h.update(json.dumps([model, trainer, int(seed), torch.__version__], sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
