@@ -11,11 +11,12 @@ import scipy.stats
 import torch
 
 from dualstream.acquisition import PoolView, acquire
-from dualstream.acquisition.coverage import ball_graph
+from dualstream.acquisition.coverage import ball_graph, knn_ball_graph
 from dualstream.acquisition.geometry import radius_graph
 from dualstream.acquisition.typiclust import cluster_typicality, cluster_typicality_from_knn
+from dualstream.errors import ConfigError
 from dualstream.streams import knn as knn_mod
-from dualstream.streams.knn import _drop_self, _torch_exact, knn, knn_cached, recall_at_k, sample_recall
+from dualstream.streams.knn import _drop_self, _torch_exact, knn, knn_cached, recall_at_k, sample_recall, smallest
 from dualstream.streams.typicality import knn_typicality
 
 faiss_only = pytest.mark.skipif(not knn_mod.have_faiss(), reason="faiss-cpu not installed")
@@ -119,6 +120,17 @@ def test_fallback_without_faiss_same_result(monkeypatch, caplog):
         assert len(np.unique(sel.indices)) == 5
 
 
+@pytest.mark.parametrize("m,c,k", [(5, 6001, 21), (3, 50, 21), (40, 6003, 41), (7, 83, 5), (4, 30, 29)])
+def test_smallest_is_exact_topk(m, c, k):
+    d = torch.rand(m, c, generator=torch.Generator().manual_seed(c))
+    d[0, :k] = 0.5  # ties
+    values, cols = smallest(d, k)
+    ref = torch.topk(d, k, dim=1, largest=False)
+    assert torch.equal(values, ref.values)
+    assert torch.equal(torch.gather(d, 1, cols), values)
+    assert all(len(set(row.tolist())) == k for row in cols)
+
+
 def test_threads_restored():
     before = torch.get_num_threads()
     knn(mixture(200, 4), 5, method="exact", threads=1)
@@ -204,6 +216,21 @@ def test_approx_ball_graph_is_subset_with_high_recall():
     assert len(a) / len(e) >= 0.95
     assert all((j, i) in a for i, j in list(a)[:2000])  # symmetric
     assert ball_graph(x, radius, 10**8, exact_below=1000)[1] is approx[1]  # memoised
+
+
+def test_knn_ball_graph_by_hand():
+    """Points 0, 1, 2, 10 on a line; 2 neighbours each. radius 1.5: 0-1 and 1-2 only; radius 2.5
+    adds 0-2 (in both lists); 3's neighbours are 8 and 9 away, so its ball is itself."""
+    x = np.array([[0.0], [1.0], [2.0], [10.0]], dtype=np.float32)
+    dist, idx = knn(x, 2, method="exact")
+    balls = lambda g: [sorted(g[1][g[0][i] : g[0][i + 1]].tolist()) for i in range(4)]  # noqa: E731
+    assert balls(knn_ball_graph(dist, idx, 1.5, 100)) == [[0, 1], [0, 1, 2], [1, 2], [3]]
+    assert balls(knn_ball_graph(dist, idx, 2.5, 100)) == [[0, 1, 2], [0, 1, 2], [0, 1, 2], [3]]
+    # truncation: with one neighbour per item, 0-2 is no edge even at radius 2.5
+    d1, i1 = knn(x, 1, method="exact")
+    assert balls(knn_ball_graph(d1, i1, 2.5, 100))[0] == [0, 1]
+    with pytest.raises(ConfigError, match="max_edges"):
+        knn_ball_graph(dist, idx, 2.5, 8)
 
 
 def test_probcover_memoised_graph_same_picks():

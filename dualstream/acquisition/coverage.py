@@ -97,60 +97,61 @@ def auto_delta(embedding: np.ndarray, k: int, rng: np.random.Generator, n_sample
 _GRAPHS = LRU(2)
 
 
-def ball_graph(x: np.ndarray, radius: float, max_edges: int, exact_below: int = EXACT_BELOW, nprobe: int = 6) -> tuple[np.ndarray, np.ndarray]:
+def ball_graph(
+    x: np.ndarray, radius: float, max_edges: int, exact_below: int = EXACT_BELOW, nprobe: int = 6, ball_k: int = 50
+) -> tuple[np.ndarray, np.ndarray]:
     """CSR ``(indptr, indices)`` of the ``radius``-ball graph of ``x`` ``(N, D)``, memoised in-process.
 
     The graph depends only on the frozen embedding and the radius, so it is built once and reused
     every round (two-entry LRU keyed by :func:`~dualstream.streams.knn.fingerprint`). Below
-    ``exact_below`` items: the exact :func:`radius_graph` (``O(N^2 D / 2)``). From there on (with
-    faiss): the blocked inverted file of :mod:`dualstream.streams.knn` (``O(N^1.5 D)``): pairs within
-    ``radius`` among each list and its ``nprobe`` nearest lists, made symmetric by union, so a pair
-    is missed only if neither item's list probes the other's.
+    ``exact_below`` items: the exact :func:`radius_graph` (``O(N^2 D / 2)``). From there on: the
+    *kNN-truncated* ball graph (:func:`knn_ball_graph`): each item's ball holds only those of its
+    ``ball_k`` nearest neighbours (one memoised approximate :func:`~dualstream.streams.knn.knn`,
+    ``O(N^1.5 D)``) that lie within ``radius``, made symmetric by union. Every edge is a true edge;
+    balls of more than ``ball_k`` items (dense regions) are truncated to their nearest members.
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     n = len(x)
-    approx = n >= exact_below and knn_mod.have_faiss()
-    key = (fingerprint(x), float(radius), int(max_edges), approx, nprobe if approx else None)
+    approx = n >= exact_below
+    key = (fingerprint(x), float(radius), int(max_edges), approx, (nprobe, ball_k) if approx else None)
 
     def make() -> tuple[np.ndarray, np.ndarray]:
         if not approx:
             return radius_graph(x, radius, max_edges=max_edges)
-        return _approx_radius_graph(x, radius, max_edges, nprobe)
+        dist, idx = knn_mod.knn_cached(x, int(ball_k), exact_below=exact_below, nprobe=int(nprobe))
+        return knn_ball_graph(dist, idx, radius, max_edges)
 
     return _GRAPHS.get_or_make(key, make)
 
 
-def _approx_radius_graph(x: np.ndarray, radius: float, max_edges: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
-    n = len(x)
-    part = knn_mod.partition(x)
-    d2max = float(radius) ** 2
-    src: list[np.ndarray] = []
-    dst: list[np.ndarray] = []
-    n_pairs = [0]
+def knn_ball_graph(dist: np.ndarray, idx: np.ndarray, radius: float, max_edges: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric ball graph from neighbour lists: ``j`` in ball(``i``) iff ``j`` is among ``i``'s
+    neighbours (or ``i`` among ``j``'s) at distance ``<= radius``; every item in its own ball.
 
-    def edges(rows: np.ndarray, cand: np.ndarray, d2) -> None:
-        r, c = np.nonzero((d2 <= d2max).numpy())
-        keep = rows[r] != cand[c]  # self-loops are added once below
-        src.append(rows[r[keep]].astype(np.int32))  # list.append is atomic under the GIL
-        dst.append(cand[c[keep]].astype(np.int32))
-        n_pairs[0] += int(keep.sum())
-        if n_pairs[0] + n > max_edges:
-            raise ConfigError(
-                f"delta={radius:.4g} makes a ball graph with more than {max_edges} edges; "
-                "lower acquisition.params.delta (or k) or raise acquisition.params.max_edges"
-            )
+    Args:
+        dist, idx: ``(N, K)`` float distances and int neighbour indices (self excluded).
+        radius: ball radius.
+        max_edges: refuse (``ConfigError``) a graph with more directed edges.
 
-    knn_mod.blocked_pairs(x, part, nprobe, edges)
-    own = np.arange(n, dtype=np.int32)
-    s_all = np.concatenate(src + dst + [own])
-    d_all = np.concatenate(dst + src + [own])
-    del src, dst
-    graph = scipy.sparse.csr_matrix((np.ones(len(s_all), dtype=np.int8), (s_all, d_all)), shape=(n, n))
-    graph.sum_duplicates()  # a pair found from both sides, and the union, counts once
+    Returns:
+        CSR ``(indptr (N+1,) int64, indices (E,) int32)``. Time and memory ``O(N K)``, never ``N x N``.
+    """
+    n = len(idx)
+    keep = np.asarray(dist) <= float(radius)
+    per_row = keep.sum(axis=1)
+    if 2 * int(per_row.sum()) + n > max_edges:
+        raise ConfigError(
+            f"delta={radius:.4g} makes a ball graph with more than {max_edges} edges; "
+            "lower acquisition.params.delta (or k) or raise acquisition.params.max_edges"
+        )
+    indptr = np.concatenate([[0], np.cumsum(per_row)]).astype(np.int64)
+    one_way = scipy.sparse.csr_matrix(
+        (np.ones(int(indptr[-1]), dtype=np.int8), np.asarray(idx)[keep].astype(np.int32), indptr), shape=(n, n)
+    )
+    # union of both directions plus self-loops; duplicate pairs are summed, their count is irrelevant
+    graph = (one_way + one_way.T + scipy.sparse.identity(n, dtype=np.int8, format="csr")).tocsr()
+    graph.sum_duplicates()
     return graph.indptr.astype(np.int64), graph.indices.astype(np.int32, copy=False)
-
-
-_DELTAS = LRU(4)
 
 
 @register("probcover")
@@ -164,6 +165,7 @@ def probcover_acquisition(
     max_edges: int | None = None,
     exact_below: int = EXACT_BELOW,
     nprobe: int = 6,
+    ball_k: int = 50,
 ) -> Selection:
     """ProbCover (Yehuda et al. 2022): greedy maximum coverage of ``delta``-balls in the data embedding.
 
@@ -178,14 +180,17 @@ def probcover_acquisition(
             nearest neighbour over ``delta_sample`` random items).
         max_edges: refuse (``ConfigError``) a radius whose graph has more directed edges (~13 bytes
             each at the peak); default ``max(2e7, 50 N)`` (2e7 is a mean ball of 200 items on a 1e5 pool).
-        exact_below, nprobe: pools from ``exact_below`` items on get the approximate ball graph
-            (:func:`ball_graph`) and an ``"auto"`` radius estimated once per embedding (sample drawn
-            with a fixed seed, so it does not change between rounds); smaller pools are unchanged.
+        exact_below, nprobe, ball_k: pools from ``exact_below`` items on get the kNN-truncated ball
+            graph (:func:`ball_graph`: balls hold at most the ``ball_k`` nearest neighbours, IVF
+            search with ``nprobe``) and an ``"auto"`` radius read off the same neighbour lists (median
+            ``k``-th neighbour distance over all items; an approximate neighbour is never nearer, so
+            the radius can only come out slightly larger); smaller pools are unchanged.
 
     Cost: the ball graph is built once per embedding and radius (:func:`ball_graph`, memoised):
-    ``O(N^2 D / 2)`` exact below ``exact_below`` items, ``O(N^1.5 D)`` above; memory ``O(N + E)``,
-    ``E`` = N x mean ball size, never ``N x N``. Per round: ``O(E)`` for the counts plus the greedy
-    picks. Deviations: radius rule (see :func:`auto_delta`); no top-5 randomisation.
+    ``O(N^2 D / 2)`` exact below ``exact_below`` items, one ``O(N^1.5 D)`` kNN above; memory
+    ``O(N + E)``, ``E`` = N x mean ball size, never ``N x N``. Per round: ``O(E)`` for the counts
+    plus the greedy picks. Deviations: radius rule (see :func:`auto_delta`); no top-5
+    randomisation; truncated balls on big pools.
 
     Returns:
         ``(B,)`` indices in pick order; ``(N,)`` utilities = number of uncovered items each
@@ -197,8 +202,10 @@ def probcover_acquisition(
     if max_edges is None:
         max_edges = max(20_000_000, 50 * n)
     if delta == "auto" and big:  # once per embedding: a per-round radius would rebuild the graph
-        key = (fingerprint(np.ascontiguousarray(x, dtype=np.float32)), int(k), int(delta_sample))
-        radius = _DELTAS.get_or_make(key, lambda: auto_delta(x, k, np.random.default_rng(0), delta_sample))
+        if int(k) > int(ball_k):
+            raise ConfigError(f"acquisition.params.k={k} must be <= acquisition.params.ball_k={ball_k} (the neighbours kept per ball)")
+        dist, _ = knn_mod.knn_cached(x, int(ball_k), exact_below=exact_below, nprobe=int(nprobe))
+        radius = float(np.median(dist[:, int(k) - 1]))
     elif delta == "auto":
         radius = auto_delta(x, k, rng, delta_sample)
     else:
@@ -208,7 +215,7 @@ def probcover_acquisition(
             raise ConfigError(f"acquisition.params.delta must be a number or 'auto', got {delta!r}") from None
         if not radius >= 0:
             raise ConfigError(f"acquisition.params.delta must be >= 0, got {delta!r}")
-    indptr, indices = ball_graph(x, radius, int(max_edges), exact_below, nprobe)
+    indptr, indices = ball_graph(x, radius, int(max_edges), exact_below, nprobe, ball_k)
     covered = np.zeros(n, dtype=bool)
     covered[gather_neighbours(indptr, indices, np.flatnonzero(view.queried))] = True
     # counts[i] = uncovered items in ball(i); every row holds at least itself, so no empty segment.
