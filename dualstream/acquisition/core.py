@@ -16,15 +16,19 @@ def rank_percentile(values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """
     out = np.full(values.shape[0], np.nan)
     v = values[candidates]
-    order = np.argsort(v, kind="stable")
+    order = np.argsort(v)  # any order within ties will do: tied ranks are averaged below
+    sv = v[order]
+    sorted_ranks = np.arange(1, len(v) + 1, dtype=np.float64)
+    # Average ranks over ties so that equal scores get equal percentiles (NaNs count as equal, as
+    # in np.unique). Ties are runs of the sorted values: one sort, not a second one for np.unique.
+    new_run = sv[1:] != sv[:-1]
+    if sv.dtype.kind == "f":
+        new_run &= ~(np.isnan(sv[1:]) & np.isnan(sv[:-1]))
+    if len(v) > 1 and not new_run.all():
+        run = np.concatenate([[0], np.cumsum(new_run)])
+        sorted_ranks = (np.bincount(run, weights=sorted_ranks) / np.bincount(run))[run]
     ranks = np.empty(len(v))
-    ranks[order] = np.arange(1, len(v) + 1)
-    # Average ranks over ties so that equal scores get equal percentiles.
-    uniq, inverse = np.unique(v, return_inverse=True)
-    if len(uniq) < len(v):
-        sums = np.bincount(inverse, weights=ranks)
-        counts = np.bincount(inverse)
-        ranks = (sums / counts)[inverse]
+    ranks[order] = sorted_ranks
     out[candidates] = ranks / len(v)
     return out
 
