@@ -2,6 +2,8 @@
 """Time the typicality pass and one selection round on a synthetic pool of any size.
 
     python experiments/scripts/bench_selection.py --n 1000000 --dim 128 --acquisition typiclust --batch 100 --json
+    python experiments/scripts/bench_selection.py --n 10000000 --acquisition dualstream --typicality given \
+        --embedding-file /tmp/emb10m.npy --json   # selection only, embedding memory-mapped
 
 The pool: a Gaussian mixture embedding ``(N, dim)`` float32 (64 clusters, each a random 16-dim
 linear subspace around its centre plus small isotropic noise, so the intrinsic dimension is low as
@@ -48,6 +50,7 @@ class Phase:
         self.cpu_seconds = time.process_time() - self.c0
         peak = peak_kib(self.exact)
         self.peak_mib = max(0, (peak or 0) - (self.base or 0)) / 1024
+        self.peak_total_mib = (peak or 0) / 1024  # the whole process: the pool's arrays included
 
 
 def make_embedding(n: int, dim: int, seed: int, clusters: int = 64, latent: int = 16, noise: float = 0.05) -> np.ndarray:
@@ -66,6 +69,26 @@ def make_embedding(n: int, dim: int, seed: int, clusters: int = 64, latent: int 
     return emb
 
 
+def write_embedding(path: str, n: int, dim: int, seed: int, clusters: int = 64, latent: int = 16, noise: float = 0.05, chunk: int = 1 << 20) -> np.ndarray:
+    """The same mixture as :func:`make_embedding` (other random draws), written chunk by chunk into a
+    float32 ``.npy`` at ``path`` and returned as a read-only memory map: a 10M x 128 pool (5 GB) never
+    sits in memory, as a real pool's embedding stored beside its patches would not."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim), dtype=np.float32)
+    bases = rng.standard_normal((clusters, latent, dim), dtype=np.float32) * np.float32(0.5 / np.sqrt(latent))
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
+    for r0 in range(0, n, chunk):
+        m = min(chunk, n - r0)
+        assign = rng.integers(clusters, size=m)
+        z = rng.standard_normal((m, latent), dtype=np.float32)
+        block = centres[assign] + np.einsum("ml,mld->md", z, bases[assign], optimize=True)
+        block += noise * rng.standard_normal((m, dim), dtype=np.float32)
+        out[r0 : r0 + m] = block
+    out.flush()
+    del out
+    return np.load(path, mmap_mode="r")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=100_000, help="pool size")
@@ -76,6 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=1, help="selection rounds (in-process memos kept between them)")
     ap.add_argument("--typicality-k", type=int, default=20)
     ap.add_argument("--knn-method", default="auto", help="knn method of the typicality pass: auto | exact | ivf | hnsw")
+    ap.add_argument(
+        "--typicality", default="knn", choices=("knn", "given"),
+        help="knn: run and time the typicality pass; given: draw typicality U(0, 1) (the pass is a one-off per"
+        " embedding, timed on its own at smaller sizes; use for selection-only timings at 10M)",
+    )
+    ap.add_argument(
+        "--embedding-file", default=None,
+        help="write the synthetic embedding to this .npy and memory-map it (pools too big for RAM); deleted at the end",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print the result as one JSON line at the end")
     ap.add_argument("--verbose", action="store_true", help="INFO logs (index builds, recall)")
@@ -89,15 +121,21 @@ def main(argv: list[str] | None = None) -> int:
     from dualstream.streams.typicality import knn_typicality
 
     rng = np.random.default_rng(args.seed)
-    emb = make_embedding(args.n, args.dim, args.seed)
+    if args.embedding_file:
+        emb = write_embedding(args.embedding_file, args.n, args.dim, args.seed)
+    else:
+        emb = make_embedding(args.n, args.dim, args.seed)
     n = args.n
     queried = np.zeros(n, dtype=bool)
     queried[rng.choice(n, size=int(args.queried_share * n), replace=False)] = True
     extras = {"margin": rng.random(n), "least_confidence": rng.random(n), "bald": rng.random(n)}
 
     with Phase() as typ_phase:
-        typicality = knn_typicality(emb, args.typicality_k, method=args.knn_method)
-    knn_info = dict(knn_mod.LAST_RUN)
+        if args.typicality == "knn":
+            typicality = knn_typicality(emb, args.typicality_k, method=args.knn_method)
+        else:
+            typicality = rng.random(n)
+    knn_info = dict(knn_mod.LAST_RUN) if args.typicality == "knn" else {"method": "given (not timed)"}
     view = PoolView(emb, typicality, rng.random(n), queried, extras)
 
     result = {
@@ -125,8 +163,17 @@ def main(argv: list[str] | None = None) -> int:
                 sel = acquire(args.acquisition, view, args.batch, np.random.default_rng(args.seed + r))
             assert len(sel.indices) == args.batch
             result["selection"].append(
-                {"seconds": round(sel_phase.seconds, 3), "cpu_seconds": round(sel_phase.cpu_seconds, 3), "peak_extra_mib": round(sel_phase.peak_mib, 1)}
+                {
+                    "seconds": round(sel_phase.seconds, 3),
+                    "cpu_seconds": round(sel_phase.cpu_seconds, 3),
+                    "peak_extra_mib": round(sel_phase.peak_mib, 1),
+                    "peak_process_mib": round(sel_phase.peak_total_mib, 1),
+                }
             )
+    result["embedding"] = "memory-mapped .npy" if args.embedding_file else "in memory"
+    if args.embedding_file:
+        del view, emb
+        os.remove(args.embedding_file)
     if args.json:
         print(json.dumps(result))
     else:
