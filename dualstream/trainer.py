@@ -227,7 +227,8 @@ class InferenceOptions:
     Attributes:
         channels_last: convolutions in NHWC memory layout (oneDNN's fast path on CPUs).
         fuse_batchnorm: fold each eval-mode BatchNorm into the preceding convolution
-            (:func:`dualstream.models.networks.fold_batchnorm`); changes outputs by float rounding only.
+            (:func:`dualstream.models.networks.fold_batchnorm`; changes outputs by float rounding only)
+            and apply a block's ReLU after its max-pool (:func:`~dualstream.models.networks.pool_before_relu`, exact).
         compile: ``torch.compile`` the networks (inductor, weights frozen); pays a one-off compile of
             minutes on a CPU, so it only pays on large pools; needs a C++ compiler.
         predict_batch_size: patches per predict batch.
@@ -270,9 +271,10 @@ def prepare_network(net: nn.Module, options: InferenceOptions) -> nn.Module:
     """
     if not options.changes_model:
         return net
-    from dualstream.models.networks import fold_batchnorm
+    from dualstream.models.networks import fold_batchnorm, pool_before_relu
 
-    prepared = fold_batchnorm(net) if options.fuse_batchnorm else copy.deepcopy(net).eval()
+    # fuse_batchnorm also moves a block's ReLU after its max-pool (exact, a quarter of the work)
+    prepared = pool_before_relu(fold_batchnorm(net)) if options.fuse_batchnorm else copy.deepcopy(net).eval()
     if options.channels_last:
         is3d = any(isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)) for m in prepared.modules())
         prepared = prepared.to(memory_format=torch.channels_last_3d if is3d else torch.channels_last)

@@ -7,6 +7,8 @@ networks (folding BatchNorm and NHWC convolutions change only the order of float
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,7 @@ from torch import nn
 
 from dualstream.errors import ConfigError
 from dualstream.models.blocks3d import UNet3d
-from dualstream.models.networks import UNet, fold_batchnorm
+from dualstream.models.networks import ConvEncoder, UNet, fold_batchnorm, pool_before_relu
 from dualstream.models.segmentation import SegmentationModule
 from dualstream.streams.data_stream import build_encoder, embed
 from dualstream.streams.task_stream import TaskStream
@@ -75,6 +77,20 @@ def test_folding_changes_something(encoder):
     folded = fold_batchnorm(encoder.backbone)
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules())
     assert any(isinstance(m, nn.BatchNorm2d) for m in encoder.backbone.modules())
+
+
+def test_pool_before_relu_is_exact():
+    torch.manual_seed(6)
+    enc = ConvEncoder(4, 4, 8).eval()
+    _randomise_batchnorm(enc)
+    x = torch.randn(3, 1, 32, 32)
+    moved = pool_before_relu(copy.deepcopy(enc))
+    relus_before_pool = sum(isinstance(m, nn.Sequential) and isinstance(m[0], nn.Conv2d) and isinstance(m[-1], nn.ReLU) for m in moved.features)
+    assert relus_before_pool == 1  # only the stem (no pool after it) keeps its ReLU
+    unet = UNet(4, 2).eval()
+    with torch.no_grad():
+        assert torch.equal(enc(x), moved(x))
+        assert torch.equal(unet(x), pool_before_relu(copy.deepcopy(unet))(x))  # skips keep their ReLU
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
