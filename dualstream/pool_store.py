@@ -10,7 +10,7 @@ File layout (HDF5, written by :class:`PatchStoreWriter`, read by :class:`PatchSt
 
 - ``images``: ``(N, P, P)`` (3D blocks ``(N, D, P, P)``) uint8, chunks of :data:`CHUNK_ITEMS` items;
   the float value of a pixel is ``u / 255`` (:func:`dequantise`);
-- ``labels``: same shape, uint8 ``{0, 1}`` ground truth (all 0 for an unlabelled volume);
+- ``labels``: same shape, uint8 ``{0, 1}`` ground truth (all 0 for an unlabelled volume), lzf-compressed;
 - ``ignore_share`` ``(N,)`` float32 and ``origins`` ``(N, 3)`` int64 (see :class:`dualstream.patches.PatchPool`);
 - attributes: ``version``, ``complete`` (set last), ``digest`` (blake2b of the image bytes as written,
   with the shape: cache keys and the loop state's pool fingerprint use it instead of reading the pool),
@@ -92,8 +92,11 @@ class PatchStoreWriter:
         self.item_shape = tuple(int(s) for s in item_shape)
         self.file = h5py.File(self.tmp, "w")
         chunks = (int(chunk_items), *self.item_shape)
-        for name in ("images", "labels"):
-            self.file.create_dataset(name, shape=(0, *self.item_shape), maxshape=(None, *self.item_shape), dtype=np.uint8, chunks=chunks)
+        # Images uncompressed (EM texture compresses little, reads stay cheap); 0/1 labels shrink a lot with lzf.
+        for name, compression in (("images", None), ("labels", "lzf")):
+            self.file.create_dataset(
+                name, shape=(0, *self.item_shape), maxshape=(None, *self.item_shape), dtype=np.uint8, chunks=chunks, compression=compression
+            )
         self.file.create_dataset("ignore_share", shape=(0,), maxshape=(None,), dtype=np.float32, chunks=(4096,))
         self.file.create_dataset("origins", shape=(0, 3), maxshape=(None, 3), dtype=np.int64, chunks=(4096, 3))
         self.n = 0
