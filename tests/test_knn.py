@@ -233,6 +233,39 @@ def test_knn_ball_graph_by_hand():
         knn_ball_graph(dist, idx, 2.5, 8)
 
 
+def test_big_pool_paths_use_precomputed_neighbours_from_extras(monkeypatch):
+    """TypiClust's and ProbCover's big-pool paths take the first k columns of the data stream's
+    lists in PoolView.extras (the same picks as an exact search of k) and search nothing."""
+    import dualstream.acquisition.coverage as cov
+
+    x = mixture(3000, 8, seed=6)
+    q = np.zeros(3000, dtype=bool)
+    q[[5, 1500]] = True
+    dist, idx = knn(x, 60, method="exact")
+    plain = PoolView(x, np.ones(3000), np.zeros(3000), q, {})
+    given = PoolView(x, np.ones(3000), np.zeros(3000), q, {"knn_distances": dist, "knn_indices": idx})
+    exact_search = lambda emb, k, **kw: knn(emb, k, method="exact")  # noqa: E731
+    monkeypatch.setattr(knn_mod, "knn_cached", exact_search)
+    expected = {}
+    for name in ("typiclust", "probcover"):
+        cov._GRAPHS.clear()
+        expected[name] = acquire(name, plain, 6, np.random.default_rng(0), exact_below=1000).indices
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("searched although the lists were given")
+
+    monkeypatch.setattr(knn_mod, "knn_cached", no_search)
+    for name in ("typiclust", "probcover"):
+        cov._GRAPHS.clear()
+        sel = acquire(name, given, 6, np.random.default_rng(0), exact_below=1000)
+        np.testing.assert_array_equal(sel.indices, expected[name])
+    # too few columns: searched after all
+    short = PoolView(x, np.ones(3000), np.zeros(3000), q, {"knn_distances": dist[:, :10], "knn_indices": idx[:, :10]})
+    cov._GRAPHS.clear()
+    with pytest.raises(AssertionError, match="searched"):
+        acquire("typiclust", short, 6, np.random.default_rng(0), exact_below=1000)
+
+
 def test_probcover_memoised_graph_same_picks():
     x = mixture(600, 4, seed=5)
     q = np.zeros(600, dtype=bool)

@@ -6,6 +6,8 @@ blockwise (:mod:`.geometry`), never ``N x N``.
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
 import scipy.sparse
 
@@ -98,7 +100,13 @@ _GRAPHS = LRU(2)
 
 
 def ball_graph(
-    x: np.ndarray, radius: float, max_edges: int, exact_below: int = EXACT_BELOW, nprobe: int = 6, ball_k: int = 50
+    x: np.ndarray,
+    radius: float,
+    max_edges: int,
+    exact_below: int = EXACT_BELOW,
+    nprobe: int = 6,
+    ball_k: int = 50,
+    extras: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """CSR ``(indptr, indices)`` of the ``radius``-ball graph of ``x`` ``(N, D)``, memoised in-process.
 
@@ -109,6 +117,8 @@ def ball_graph(
     ``ball_k`` nearest neighbours (one memoised approximate :func:`~dualstream.streams.knn.knn`,
     ``O(N^1.5 D)``) that lie within ``radius``, made symmetric by union. Every edge is a true edge;
     balls of more than ``ball_k`` items (dense regions) are truncated to their nearest members.
+    ``extras``: a ``PoolView.extras`` that may hold the data stream's neighbour lists
+    (:func:`~dualstream.streams.knn.neighbours`), used instead of a new search.
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     n = len(x)
@@ -118,7 +128,7 @@ def ball_graph(
     def make() -> tuple[np.ndarray, np.ndarray]:
         if not approx:
             return radius_graph(x, radius, max_edges=max_edges)
-        dist, idx = knn_mod.knn_cached(x, int(ball_k), exact_below=exact_below, nprobe=int(nprobe))
+        dist, idx = knn_mod.neighbours(x, int(ball_k), extras, exact_below=exact_below, nprobe=int(nprobe))
         return knn_ball_graph(dist, idx, radius, max_edges)
 
     return _GRAPHS.get_or_make(key, make)
@@ -204,7 +214,7 @@ def probcover_acquisition(
     if delta == "auto" and big:  # once per embedding: a per-round radius would rebuild the graph
         if int(k) > int(ball_k):
             raise ConfigError(f"acquisition.params.k={k} must be <= acquisition.params.ball_k={ball_k} (the neighbours kept per ball)")
-        dist, _ = knn_mod.knn_cached(x, int(ball_k), exact_below=exact_below, nprobe=int(nprobe))
+        dist, _ = knn_mod.neighbours(x, int(ball_k), view.extras, exact_below=exact_below, nprobe=int(nprobe))
         radius = float(np.median(dist[:, int(k) - 1]))
     elif delta == "auto":
         radius = auto_delta(x, k, rng, delta_sample)
@@ -215,7 +225,7 @@ def probcover_acquisition(
             raise ConfigError(f"acquisition.params.delta must be a number or 'auto', got {delta!r}") from None
         if not radius >= 0:
             raise ConfigError(f"acquisition.params.delta must be >= 0, got {delta!r}")
-    indptr, indices = ball_graph(x, radius, int(max_edges), exact_below, nprobe, ball_k)
+    indptr, indices = ball_graph(x, radius, int(max_edges), exact_below, nprobe, ball_k, view.extras)
     covered = np.zeros(n, dtype=bool)
     covered[gather_neighbours(indptr, indices, np.flatnonzero(view.queried))] = True
     # counts[i] = uncovered items in ball(i); every row holds at least itself, so no empty segment.

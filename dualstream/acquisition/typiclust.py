@@ -6,8 +6,8 @@ Two regimes, switched by ``exact_below`` (pool size, default 50 000):
   (``O(N^2 D / K)``), exactly as before the big-pool path existed;
 - big pools: the same k-means (``O(fit_sample K D)`` per iteration, then one ``O(N K D)``
   assignment; FAISS' k-means was slower here, its OpenMP threads spin on a busy machine), and within-cluster typicality from one *global* approximate kNN of ``2k``
-  neighbours (:func:`dualstream.streams.knn.knn_cached`, computed once per frozen embedding and
-  memoised in-process), restricted to each item's own cluster (:func:`cluster_typicality_from_knn`).
+  neighbours (:func:`dualstream.streams.knn.neighbours`: the data stream's lists when it passed
+  them in ``PoolView.extras``, else computed once per frozen embedding and memoised in-process), restricted to each item's own cluster (:func:`cluster_typicality_from_knn`).
   Per round: ``O(N K D + N k)``, memory ``O(N k)``. The cluster assignment itself is not memoised:
   ``K`` grows with the queried count every round.
 """
@@ -22,7 +22,7 @@ import torch
 
 from dualstream.acquisition.base import PoolView, Selection, masked_utilities, register
 from dualstream.acquisition.geometry import BLOCK_ELEMS, kmeans
-from dualstream.streams.knn import EXACT_BELOW, knn_cached
+from dualstream.streams.knn import EXACT_BELOW, neighbours
 from dualstream.streams.typicality import knn_distances
 
 
@@ -127,7 +127,7 @@ def typiclust_acquisition(
         typ = cluster_typicality(view.embedding, assign, k)
     else:
         _, assign = kmeans(view.embedding, n_clusters, rng, fit_sample=fit_sample)
-        dist, idx = knn_cached(view.embedding, 2 * k, exact_below=exact_below)
+        dist, idx = neighbours(view.embedding, 2 * k, view.extras, exact_below=exact_below)
         typ = cluster_typicality_from_knn(dist, idx, assign, k)
     sizes = np.bincount(assign, minlength=n_clusters)
     counts = np.bincount(assign[view.queried], minlength=n_clusters)

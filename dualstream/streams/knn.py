@@ -498,6 +498,26 @@ def knn_cached(embedding: np.ndarray, k: int, **knn_kwargs) -> tuple[np.ndarray,
     return _RESULTS.get_or_make(key, lambda: knn(x, k, **knn_kwargs))
 
 
+#: ``PoolView.extras`` keys of neighbour lists computed once with the frozen embedding (and cached with it).
+NEIGHBOUR_KEYS = ("knn_distances", "knn_indices")
+
+
+def neighbours(embedding: np.ndarray, k: int, extras: Any = None, **knn_kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest other items of every item: the first ``k`` columns of precomputed lists in
+    ``extras`` (:data:`NEIGHBOUR_KEYS`, ``(N, K >= k)``) when there are enough, else :func:`knn_cached`.
+
+    The data stream computes the lists once per frozen embedding and keeps them on disk beside it, so
+    a new process (a lab's next ``dualstream-suggest`` round, a resumed run) does not search again.
+    Columns are ascending per row, so the first ``k`` of ``K`` are the ``k`` nearest among the same
+    candidates: identical to a ``k``-search for the exact method and for IVF.
+    """
+    if extras is not None and all(key in extras for key in NEIGHBOUR_KEYS):
+        dist, idx = extras[NEIGHBOUR_KEYS[0]], extras[NEIGHBOUR_KEYS[1]]
+        if dist.shape[0] == len(embedding) and dist.shape[1] >= k:
+            return dist[:, :k], idx[:, :k]
+    return knn_cached(embedding, k, **knn_kwargs)
+
+
 def recall_at_k(approx_idx: np.ndarray, exact_idx: np.ndarray) -> float:
     """Mean share of each row's exact neighbours found by the approximate search.
 
