@@ -181,10 +181,18 @@ def test_a_disk_run_queries_what_the_memory_run_on_the_quantised_pool_queries(tm
     assert disk.extra["pool_size"] == mem.extra["pool_size"]
 
 
-def test_disk_pool_with_injected_artifacts_is_refused_before_any_work(tmp_path):
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["data.inject_artifacts=0.1"], "data.pool_store=disk cannot be combined with data.inject_artifacts=0.1"),
+        (["loop.initial=all"], "data.pool_store=disk cannot be combined with loop.initial=all"),
+    ],
+)
+def test_what_needs_the_whole_pool_in_memory_is_refused_before_any_work(tmp_path, extra, match):
     from dualstream.runner import run
 
-    cfg = _compose([*RUN, f"paths.cache_dir={tmp_path / 'cache'}", "data.pool_store=disk", "data.inject_artifacts=0.1"])
-    with pytest.raises(ConfigError, match="data.pool_store=disk cannot be combined with data.inject_artifacts"):
+    cfg = _compose([*RUN, f"paths.cache_dir={tmp_path / 'cache'}", "data.pool_store=disk", *extra])
+    with pytest.raises(ConfigError, match=match) as err:
         run(cfg, tmp_path / "run")
-    assert not (tmp_path / "cache" / "pools").exists()
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "cache" / "pools").exists() and not (tmp_path / "run" / "pool_store").exists()

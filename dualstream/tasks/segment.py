@@ -64,6 +64,13 @@ def prepare(cfg: Any, run_dir: str | Path) -> "TaskSetup":
 
     encoder_cfg, model_cfg = networks_for_depth(cfg, depth_keys(cfg.data)[0])  # before any volume is read
     on_disk = pool_store_mode(cfg.data) == "disk"  # refuses what needs the whole pool in memory, before any work
+    # loop.initial=all: label the whole pool once -- the "every pool item" reference of the report.
+    full_pool = str(cfg.loop.initial) == "all"
+    if on_disk and full_pool:
+        raise ConfigError(
+            "data.pool_store=disk cannot be combined with loop.initial=all: labelling every item holds the whole pool"
+            " and all its masks in memory; set data.pool_store=memory, or give a numeric budget (loop.initial, loop.batch)"
+        )
     store_dir = store_folder(cfg.data, cfg.paths.get("cache_dir"), run_dir) if on_disk else None
     with locked(store_dir.with_suffix(".lock")) if store_dir is not None else nullcontext():
         # Runs of a sweep with the same data share one store: the first writes it, the others open it.
@@ -79,8 +86,6 @@ def prepare(cfg: Any, run_dir: str | Path) -> "TaskSetup":
         len(pool), f"{pool.depth} sections x " if pool.depth > 1 else "", pool.patch_size, pool.patch_size, "x".join(f"{v:g}" for v in pool.voxel_size), int(artifacts.sum()),
         f"{len(test)} patches" if test is not None else "none (no labels)",
     )
-    # loop.initial=all: label the whole pool once -- the "every pool item" reference of the report.
-    full_pool = str(cfg.loop.initial) == "all"
     settings = LoopSettings(len(pool), 1, 0) if full_pool else LoopSettings.from_config(cfg.loop, len(pool))
     settings.check(len(pool))  # fail on a bad budget before the encoder trains
     extra = {
