@@ -108,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         "--embedding-file", default=None,
         help="write the synthetic embedding to this .npy and memory-map it (pools too big for RAM); deleted at the end",
     )
+    ap.add_argument(
+        "--check-typicality", type=int, default=0, metavar="Q",
+        help="after the timed pass: exact typicality of Q sampled items, Spearman against the pass's (not timed)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print the result as one JSON line at the end")
     ap.add_argument("--verbose", action="store_true", help="INFO logs (index builds, recall)")
@@ -170,6 +174,14 @@ def main(argv: list[str] | None = None) -> int:
                     "peak_process_mib": round(sel_phase.peak_total_mib, 1),
                 }
             )
+    if args.check_typicality and args.typicality == "knn":
+        import scipy.stats
+
+        rows = np.sort(np.random.default_rng(args.seed + 1).choice(n, size=min(args.check_typicality, n), replace=False))
+        exact_dist, _ = knn_mod._exact_rows(np.ascontiguousarray(emb, dtype=np.float32), rows, args.typicality_k)
+        exact_typ = 1.0 / (exact_dist.astype(np.float64).mean(axis=1) + 1e-8)
+        result["typicality"]["spearman_vs_exact"] = round(float(scipy.stats.spearmanr(typicality[rows], exact_typ).statistic), 4)
+        result["typicality"]["spearman_sample"] = len(rows)
     result["embedding"] = "memory-mapped .npy" if args.embedding_file else "in memory"
     if args.embedding_file:
         del view, emb
