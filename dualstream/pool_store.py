@@ -33,8 +33,10 @@ import numpy as np
 from dualstream.errors import ConfigError, DataError
 
 STORE_VERSION = 1
-#: Items per HDF5 chunk: 256 tiles of 64 x 64 px are 1 MiB, a few random reads per training batch.
-CHUNK_ITEMS = 256
+#: Items per HDF5 chunk: 32 tiles of 64 x 64 px are 128 KiB. HDF5 reads (and for the lzf labels,
+#: decompresses) whole chunks, so a training batch of random items costs one chunk per item: small
+#: chunks keep that cheap (256-item chunks made random batches ~10x slower), pool-order reads span several.
+CHUNK_ITEMS = 32
 #: HDF5 chunk cache per open file (bytes): a few dozen chunks, so pool-order reads never re-read one.
 CHUNK_CACHE = 64 * 2**20
 MODES = ("memory", "disk")
@@ -252,8 +254,8 @@ class PatchStore:
         ds = self._dataset()
         if hi - lo <= 2 * len(uniq):  # dense (pool order, a contiguous batch): one slice read
             raw = ds[lo:hi][uniq - lo]
-        else:  # scattered (random training draws): HDF5 reads increasing indices, without repeats
-            raw = ds[uniq]
+        else:  # scattered (random training draws): one read per item, ~40x faster than h5py's point selection
+            raw = np.stack([ds[int(i)] for i in uniq])
         return self._convert(raw[inverse.ravel()])
 
     def iter_batches(self, batch: int) -> Iterator[tuple[int, np.ndarray]]:
