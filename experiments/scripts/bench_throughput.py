@@ -22,8 +22,8 @@ Variants (``--variants``, comma-separated; ``baseline`` is what ``embed`` / the 
 
 * ``lightning``: today's path end to end, ``Trainer.predict`` over a ``DataLoader`` (256 a batch).
 * ``baseline``: the same forward under ``torch.no_grad`` (eager, NCHW, batch 256), no Lightning.
-* ``inference_mode``, ``channels_last``, ``fold_bn`` (BatchNorm folded into the convs), ``fold_cl``
-  (both), ``fold_cl_b64`` / ``fold_cl_b1024`` (other batch sizes), ``fold_cl_bf16`` (bf16 autocast:
+* ``inference_mode``, ``channels_last`` (``trainer.channels_last``), ``fold_bn`` (BatchNorm folded into
+  the convs and ReLU moved after max-pool: ``trainer.fuse_batchnorm``), ``fold_cl`` (both), ``fold_cl_b64`` / ``fold_cl_b1024`` (other batch sizes), ``fold_cl_bf16`` (bf16 autocast:
   emulated without avx512_bf16/AMX), ``fold_cl_t1`` (one thread: its % is against a 1-thread matmul),
   ``jit`` (``torch.jit.trace`` + ``freeze`` + ``optimize_for_inference``: oneDNN conv+ReLU fusion),
   ``compile`` (``torch.compile``, inductor with frozen weights, channels-last, folded; only with
@@ -63,7 +63,7 @@ sys.path.insert(0, str(ROOT))
 
 from dualstream.models.segmentation import SegmentationModule  # noqa: E402
 from dualstream.streams.data_stream import build_encoder  # noqa: E402
-from dualstream.trainer import InferenceOptions, inference_view  # noqa: E402
+from dualstream.trainer import InferenceOptions, prepare_network  # noqa: E402
 
 ALL_VARIANTS = (
     "lightning", "baseline", "inference_mode", "channels_last", "fold_bn", "fold_cl",
@@ -185,7 +185,6 @@ def make_variant(name: str, module: nn.Module, kind: str, patch: int, batch: int
         options = InferenceOptions(channels_last=True, fuse_batchnorm=True, compile=True)
         target = copy.copy(module)
         target._modules = dict(module._modules)
-        from dualstream.trainer import prepare_network
 
         target._modules[attr] = prepare_network(getattr(module, attr), options)
         t0 = time.perf_counter()
@@ -196,7 +195,6 @@ def make_variant(name: str, module: nn.Module, kind: str, patch: int, batch: int
         options = InferenceOptions(channels_last=name != "fold_bn", fuse_batchnorm=name != "channels_last")
         target = copy.copy(module)
         target._modules = dict(module._modules)
-        from dualstream.trainer import prepare_network
 
         target._modules[attr] = prepare_network(getattr(module, attr), options)
 
@@ -220,14 +218,13 @@ def op_kind(name: str) -> str:
     return "other (elementwise, reductions)"
 
 
-def layer_picture(module: nn.Module, kind: str, patch: int, batch: int, gemm: float, min_seconds: float, prepared: bool) -> dict[str, Any]:
-    """Profiler self time by op kind, and every conv layer alone: FLOPs share, GFLOP/s, % of matmul."""
+def layer_picture(module: nn.Module, kind: str, patch: int, batch: int, matmul_size: int, min_seconds: float, prepared: bool) -> dict[str, Any]:
+    """Profiler self time by op kind, and every conv layer alone: FLOPs share, GFLOP/s, % of a ``matmul_size`` matmul."""
     from torch.profiler import ProfilerActivity, profile
 
     attr = "backbone" if kind == "encoder" else "net"
     net = getattr(module, attr)
     if prepared:
-        from dualstream.trainer import prepare_network
 
         net = prepare_network(net, InferenceOptions(channels_last=True, fuse_batchnorm=True))
     x = torch.randn(batch, 1, patch, patch)
@@ -256,6 +253,9 @@ def layer_picture(module: nn.Module, kind: str, patch: int, batch: int, gemm: fl
     net_flops = counter.get_total_flops()
     layers = []
     mods = dict(net.named_modules())
+    # the load moves between the rounds and this block: the layers are compared with a matmul measured
+    # right before and right after them (the mean of the two), not with the rounds' median
+    gemm_before = matmul_gflops(matmul_size, min_seconds)
     for n, inp in inputs.items():
         m = mods[n]
         with torch.no_grad(), FlopCounterMode(display=False) as c:
@@ -266,9 +266,12 @@ def layer_picture(module: nn.Module, kind: str, patch: int, batch: int, gemm: fl
         layers.append({
             "layer": n, "in": list(inp.shape[1:]), "out_channels": m.out_channels, "kernel": list(m.kernel_size),
             "flops_share_pct": round(100 * fl / net_flops, 1), "gflops": round(fl / dt / 1e9, 2),
-            "pct_of_matmul": round(100 * fl / dt / 1e9 / gemm, 1), "ms_per_batch": round(1000 * dt, 1),
+            "ms_per_batch": round(1000 * dt, 1),
         })
-    return {"self_time_pct_by_op": by_kind, "conv_layers": layers, "layers_prepared": prepared}
+    ref = (gemm_before + matmul_gflops(matmul_size, min_seconds)) / 2
+    for layer in layers:
+        layer["pct_of_matmul"] = round(100 * layer["gflops"] / ref, 1)
+    return {"self_time_pct_by_op": by_kind, "conv_layers": layers, "layers_prepared": prepared, "matmul_gflops": round(ref, 1)}
 
 
 def main() -> None:
@@ -369,7 +372,7 @@ def main() -> None:
         for k in kinds:
             for prepared in (False, True):
                 result["layers"][f"{k}/{'fold_cl' if prepared else 'baseline'}"] = layer_picture(
-                    models[k], k, args.patch, args.batch, result["matmul_gflops_median"], args.min_seconds, prepared)
+                    models[k], k, args.patch, args.batch, size, args.min_seconds, prepared)
 
     print(f"\nmatmul {result['matmul_gflops_median']} GFLOP/s (N={size}, {threads} threads), load {load0[0]:.2f}")
     print(f"{'model':8} {'variant':15} {'patch/s':>9} {'GFLOP/s':>8} {'% matmul':>9} {'min/Gvox':>9}  range of %")
@@ -377,7 +380,7 @@ def main() -> None:
         print(f"{row['model']:8} {row['variant']:15} {row['patches_per_s']:9.1f} {row['gflops']:8.2f} {row['pct_of_matmul']:9.1f} "
               f"{row['minutes_per_gigavoxel']:9.1f}  {row['pct_of_matmul_range']}")
     for name, pic in result.get("layers", {}).items():
-        print(f"\n{name}: self time by op {pic['self_time_pct_by_op']}")
+        print(f"\n{name}: self time by op {pic['self_time_pct_by_op']}; layers vs matmul {pic['matmul_gflops']} GFLOP/s")
         for layer in pic["conv_layers"]:
             print(f"  {layer['layer']:22} in {str(layer['in']):16} -> {layer['out_channels']:4} k{layer['kernel']}: "
                   f"{layer['flops_share_pct']:5.1f}% of FLOPs, {layer['gflops']:6.2f} GFLOP/s = {layer['pct_of_matmul']:5.1f}% of matmul")
