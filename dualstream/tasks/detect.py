@@ -103,22 +103,7 @@ def prepare(cfg: Any, run_dir: str | Path) -> "TaskSetup":
     from dualstream.tasks import TaskSetup
 
     task_cfg = cfg.task
-    det = task_cfg.detector
-    crop, match_iou = int(task_cfg.crop_size), float(task_cfg.match_iou)
-    auto = str(det.threshold) == "auto"
-    if not auto and not 0.0 < float(det.threshold) < 1.0:
-        raise ConfigError(f"task.detector.threshold must be in (0, 1) or auto, got {det.threshold}")
-    target_recall = float(det.get("target_recall") or 0.9)
-    if auto and not 0.0 < target_recall < 1.0:
-        raise ConfigError(f"task.detector.target_recall must be in (0, 1), got {target_recall}")
-    if crop < 8:
-        raise ConfigError(f"task.crop_size must be at least 8 pixels, got {crop}")
-    if not 0.0 < match_iou <= 1.0:
-        raise ConfigError(f"task.match_iou must be in (0, 1], got {match_iou}")
-    if int(det.train_patches) < 1 or int(det.min_size) < 1:
-        raise ConfigError(f"task.detector.train_patches and task.detector.min_size must be >= 1, got {det.train_patches}, {det.min_size}")
-    if not 0.0 <= float(det.get("positive_share", 0.5)) <= 1.0:
-        raise ConfigError(f"task.detector.positive_share must be in [0, 1], got {det.positive_share}")
+    check_config(cfg)  # the runner checked already; a direct caller gets the same one-line errors
     if not cfg.data.get("labels"):
         raise ConfigError("task=detect needs data.labels (the detector is trained on labelled patches); give data.labels")
     artifact_threshold = float(cfg.loop.artifact_threshold)
