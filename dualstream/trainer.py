@@ -229,8 +229,9 @@ class InferenceOptions:
         fuse_batchnorm: fold each eval-mode BatchNorm into the preceding convolution
             (:func:`dualstream.models.networks.fold_batchnorm`; changes outputs by float rounding only)
             and apply a block's ReLU after its max-pool (:func:`~dualstream.models.networks.pool_before_relu`, exact).
-        compile: ``torch.compile`` the networks (inductor, weights frozen); pays a one-off compile of
-            minutes on a CPU, so it only pays on large pools; needs a C++ compiler.
+        compile: ``torch.compile`` the networks (inductor, weights frozen); each prepared copy compiles
+            once (~45 s for the encoder on a loaded 2-core CPU; the task stream's model is new every
+            round), so it only pays on large pools; needs a C++ compiler.
         predict_batch_size: patches per predict batch.
     """
 

@@ -185,3 +185,22 @@ def test_validate_refuses_bad_value_and_unknown_key(tmp_path):
     with initialize_config_dir(config_dir=str(cli.CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["trainer.channels_last=true", "trainer.predict_batch_size=64", f"paths.cache_dir={tmp_path}"])
     validate(cfg, None, check_files=False)
+
+
+@pytest.mark.slow
+def test_compiled_predict_matches():
+    """``trainer.compile=true`` (torch.compile, frozen weights) on a tiny U-Net: same outputs (tens of seconds)."""
+    import shutil
+
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        pytest.skip("no C++ compiler for torch.compile")
+    torch.manual_seed(7)
+    module = SegmentationModule(width=4, depth=1).eval()
+    _randomise_batchnorm(module)
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        plain = module.predict_step((x,), 0)
+        with inference_view(module, {"compile": True, "fuse_batchnorm": True, "channels_last": True}):
+            fast = module.predict_step((x,), 0)
+    for key in ("probs", "features", "grad"):
+        assert torch.allclose(plain[key], fast[key], atol=TOL), key

@@ -21,6 +21,8 @@ convolutions and matmuls; BatchNorm, ReLU, pooling are not counted, they are mem
 Variants (``--variants``, comma-separated; ``baseline`` is what ``embed`` / the task stream do today):
 
 * ``lightning``: today's path end to end, ``Trainer.predict`` over a ``DataLoader`` (256 a batch).
+* ``embed`` / ``embed_fast`` (encoder only): ``dualstream.streams.data_stream.embed`` on ``2 * batch``
+  patches as wired, with the default ``trainer`` keys / with ``channels_last`` and ``fuse_batchnorm`` on.
 * ``baseline``: the same forward under ``torch.no_grad`` (eager, NCHW, batch 256), no Lightning.
 * ``inference_mode``, ``channels_last`` (``trainer.channels_last``), ``fold_bn`` (BatchNorm folded into
   the convs and ReLU moved after max-pool: ``trainer.fuse_batchnorm``), ``fold_cl`` (both), ``fold_cl_b64`` / ``fold_cl_b1024`` (other batch sizes), ``fold_cl_bf16`` (bf16 autocast:
@@ -66,10 +68,10 @@ from dualstream.streams.data_stream import build_encoder  # noqa: E402
 from dualstream.trainer import InferenceOptions, prepare_network  # noqa: E402
 
 ALL_VARIANTS = (
-    "lightning", "baseline", "inference_mode", "channels_last", "fold_bn", "fold_cl",
+    "lightning", "embed", "embed_fast", "baseline", "inference_mode", "channels_last", "fold_bn", "fold_cl",
     "fold_cl_b64", "fold_cl_b1024", "fold_cl_bf16", "fold_cl_t1", "jit", "compile",
 )
-DEFAULT_VARIANTS = tuple(v for v in ALL_VARIANTS if v != "compile")
+DEFAULT_VARIANTS = tuple(v for v in ALL_VARIANTS if v not in ("compile", "embed", "embed_fast"))
 
 
 def timed(fn: Callable[[], Any], min_seconds: float, max_reps: int = 50, warmup: bool = True, min_reps: int = 3) -> float:
@@ -172,6 +174,16 @@ def make_variant(name: str, module: nn.Module, kind: str, patch: int, batch: int
     x = torch.randn(b, 1, patch, patch)
     if name == "lightning":
         return lightning_runner(module, x, 1), b, info
+    if name in ("embed", "embed_fast"):
+        if kind != "encoder":
+            raise SystemExit(f"variant {name} is the encoder's data_stream.embed; run it with --models encoder")
+        from dualstream.streams.data_stream import embed
+
+        images = np.random.default_rng(0).random((2 * b, patch, patch), dtype=np.float32)
+        cfg = {"accelerator": "cpu", "predict_batch_size": b}
+        if name == "embed_fast":
+            cfg.update(channels_last=True, fuse_batchnorm=True)
+        return (lambda: embed(module, images, cfg)), 2 * b, info
     attr = "backbone" if kind == "encoder" else "net"
     ctx = torch.inference_mode if name != "baseline" else torch.no_grad
     target = module
