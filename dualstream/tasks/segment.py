@@ -1,9 +1,10 @@
 """``task=segment``: the annotator paints the mask of a whole patch; the task model is a U-Net.
 
 Pool = square tiles of the pool sections (:mod:`dualstream.patches`); score = foreground IoU on the
-held-out test tiles. With ``data.pool_store=disk`` the pool and the test tiles are written once to a
-uint8 file under ``paths.cache_dir`` and read in batches (:mod:`dualstream.pool_store`). Without ``data.labels`` (a lab's unlabelled volume) the pool is cut from every
-selected section, there is no test set (the score is NaN) and no simulated annotator.
+held-out test tiles. Without ``data.labels`` (a lab's unlabelled volume) the pool is cut from every
+selected section, there is no test set (the score is NaN) and no simulated annotator. With
+``data.pool_store=disk`` the pool and the test tiles are written once to uint8 files under
+``paths.cache_dir`` and read in batches (:mod:`dualstream.pool_store`).
 """
 
 from __future__ import annotations
