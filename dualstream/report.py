@@ -210,7 +210,12 @@ def _overrides(results_path: Path, warnings: list[str] | None = None) -> dict[st
     return dict(str(item).lstrip("+~").split("=", 1) for item in items if "=" in str(item))
 
 
-IGNORED_KEYS = ("seed", "acquisition", "progress", "logger", "trainer.cpu_threads")
+# Run settings that do not define a strategy's setting: the seed, the strategy itself, output, and
+# how fast the same computation runs (threads, pool-inference options; float rounding at most).
+IGNORED_KEYS = (
+    "seed", "acquisition", "progress", "logger", "trainer.cpu_threads",
+    "trainer.channels_last", "trainer.fuse_batchnorm", "trainer.compile", "trainer.predict_batch_size",
+)
 
 
 def _keep_one(group: Group, warnings: list[str] | None) -> None:

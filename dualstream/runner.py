@@ -186,5 +186,16 @@ LAB_FREE_KEYS = ("loop", "logger", "progress", "resume", "paths", "annotator", "
 
 
 def state_config(config: dict, lab: bool) -> dict:
-    """The part of a run's config its loop state is tied to (all of it for a simulated run)."""
-    return {k: v for k, v in config.items() if k not in LAB_FREE_KEYS} if lab else config
+    """The part of a run's config its loop state is tied to (all of it for a simulated run).
+
+    A lab project may also change how the pool is predicted (``trainer.channels_last`` and the other
+    :data:`~dualstream.trainer.INFERENCE_KEYS`: speed, float rounding at most) between rounds.
+    """
+    if not lab:
+        return config
+    from dualstream.trainer import INFERENCE_KEYS
+
+    kept = {k: v for k, v in config.items() if k not in LAB_FREE_KEYS}
+    if isinstance(kept.get("trainer"), dict):
+        kept["trainer"] = {k: v for k, v in kept["trainer"].items() if k not in INFERENCE_KEYS}
+    return kept

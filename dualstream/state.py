@@ -41,6 +41,15 @@ PREVIOUS_FILE = "loop_state.prev.npz"
 FORMAT_VERSION = 1
 #: Top-level config keys that do not change what a run computes (where it writes, how it logs).
 VOLATILE_KEYS = ("hydra", "paths", "progress", "logger", "resume")
+#: ``(section, key) -> default`` of keys added later whose default reproduces the earlier behaviour.
+LATER_DEFAULTS: dict[tuple[str, str], Any] = {
+    ("data", "pool_store"): "memory",
+    # the pool-inference options of dualstream.trainer.INFERENCE_KEYS
+    ("trainer", "channels_last"): False,
+    ("trainer", "fuse_batchnorm"): False,
+    ("trainer", "compile"): False,
+    ("trainer", "predict_batch_size"): 256,
+}
 
 
 class CorruptStateError(DataError):
@@ -50,9 +59,12 @@ class CorruptStateError(DataError):
 def config_hash(config: Mapping[str, Any]) -> str:
     """16 hex digits identifying a resolved config, :data:`VOLATILE_KEYS` left out."""
     kept = {k: v for k, v in config.items() if k not in VOLATILE_KEYS}
-    data = kept.get("data")
-    if isinstance(data, Mapping) and data.get("pool_store") == "memory":  # the default, added later: old hashes hold
-        kept["data"] = {k: v for k, v in data.items() if k != "pool_store"}
+    # Keys added after runs existed: at their default they change nothing, so they stay out of the
+    # hash and a run started before them still resumes.
+    for (section, key), default in LATER_DEFAULTS.items():
+        part = kept.get(section)
+        if isinstance(part, Mapping) and key in part and part[key] == default:
+            kept[section] = {k: v for k, v in part.items() if k != key}
     text = json.dumps(kept, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -364,3 +364,17 @@ def test_corrupt_state_warns_and_runs_clean_then_skips_then_refuses_another_conf
     errors = [line for line in out.splitlines() if line.startswith("dualstream: error:")]
     assert len(errors) == 1 and "different config" in errors[0] and str(run_dir) in errors[0]
     assert "Traceback" not in out
+
+
+def test_later_keys_at_their_defaults_leave_run_hashes_unchanged():
+    """Runs started before the pool-inference keys existed still resume; setting one changes the hash
+    of a simulated run (float rounding could move a pick) but not a lab project's state config."""
+    from dualstream.runner import state_config
+
+    old = {"seed": 0, "trainer": {"cpu_threads": 1}, "data": {"patch_size": 64}}
+    new = {"seed": 0, "trainer": {"cpu_threads": 1, "channels_last": False, "fuse_batchnorm": False, "compile": False, "predict_batch_size": 256}, "data": {"patch_size": 64}}
+    assert config_hash(new) == config_hash(old)
+    fast = {**new, "trainer": {**new["trainer"], "channels_last": True}}
+    assert config_hash(fast) != config_hash(old)
+    assert config_hash(state_config(fast, lab=True)) == config_hash(state_config(old, lab=True))
+    assert config_hash(state_config({**old, "encoder": {"steps": 2}}, lab=True)) != config_hash(state_config(old, lab=True))

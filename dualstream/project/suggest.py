@@ -81,21 +81,23 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _check_same_settings(cfg: DictConfig, saved: Path) -> None:
-    """The keys the project's labels were chosen with (all but loop, logger, paths...) are unchanged.
+    """The keys the project's labels were chosen with (all but loop, logger, paths, pool-inference speed
+    options: :func:`dualstream.runner.state_config`) are unchanged.
 
     Raises:
         ConfigError: naming the first key that differs, with both values.
     """
-    from dualstream.runner import LAB_FREE_KEYS
+    from dualstream.runner import state_config
 
-    now = _flatten({k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in LAB_FREE_KEYS})
-    then = _flatten({k: v for k, v in (OmegaConf.to_container(OmegaConf.load(saved), resolve=False) or {}).items() if k not in LAB_FREE_KEYS})
+    now = _flatten(state_config(OmegaConf.to_container(cfg, resolve=True), lab=True))
+    then = _flatten(state_config(OmegaConf.to_container(OmegaConf.load(saved), resolve=False) or {}, lab=True))
     for key in sorted(set(now) | set(then)):
         if now.get(key, "<unset>") != then.get(key, "<unset>"):
             raise ConfigError(
                 f"{key}={now.get(key, '<unset>')!r} but the project was started with {then.get(key, '<unset>')!r}"
                 f" ({saved}); a project keeps its data, encoder, model and acquisition settings: drop the"
-                " override (only loop.batch, logger, progress may change between calls) or start a new project"
+                " override (only loop.batch, logger, progress and the trainer's pool-inference keys such as"
+                " trainer.channels_last may change between calls) or start a new project"
             )
 
 
