@@ -21,6 +21,7 @@ from dualstream.results import (
 )
 from dualstream.state import LoopState, clear_state, config_hash, pool_fingerprint
 from dualstream.streams.data_stream import DataStream
+from dualstream.streams.knn import NEIGHBOUR_KEYS
 from dualstream.streams.pixel_stats import pixel_statistics
 from dualstream.tasks import TaskSetup, task_module
 from dualstream.tracking import make_tracker
@@ -156,6 +157,8 @@ def drive_loop(
         # 3D blocks (data.patch_depth > 1, (N, D, P, P)) are one image each, not channels: stats over the block.
         whole = items.ndim == 3 or int(cfg.data.get("patch_depth") or 1) > 1
         static = {"pixel_stats": pixel_statistics(items if whole else items[:, 0])}
+        if getattr(stream, "neighbours", None) is not None:  # big pools: one search shared by every round
+            static.update(zip(NEIGHBOUR_KEYS, stream.neighbours))
         loop = ActiveLearningLoop(
             items, stream, task, annotator, results.acquisition, cfg.acquisition.get("params") or {}, settings,
             results.seed, on_round=on_round, progress=bool(cfg.get("progress", True)), static_extras=static,

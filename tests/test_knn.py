@@ -281,3 +281,29 @@ def test_probcover_memoised_graph_same_picks():
     np.testing.assert_array_equal(first.indices, again.indices)
     np.testing.assert_array_equal(first.indices, fresh.indices)
     np.testing.assert_array_equal(first.utilities, fresh.utilities)
+
+
+def test_data_stream_neighbour_lists_are_cached_beside_the_embedding(tmp_path, monkeypatch, caplog):
+    """Big pools: the data stream searches max(k, 50) neighbours once, takes typicality from the
+    first k columns (= a k-search), and a later process reads the lists from the cache folder."""
+    from dualstream.streams import data_stream as ds
+
+    x = mixture(600, 8, seed=7)
+    assert ds.typicality_and_neighbours(x, 20, tmp_path)[1] is None  # small pool: no lists
+    monkeypatch.setattr(knn_mod, "EXACT_BELOW", 100)
+    typ, (dist, idx) = ds.typicality_and_neighbours(x, 20, tmp_path)
+    assert dist.shape == idx.shape == (600, 50)
+    np.testing.assert_allclose(typ, knn_typicality(x, 20, method="exact"), rtol=1e-6)
+    assert (tmp_path / "neighbours_50.npz").exists()
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("searched although the lists were cached")
+
+    monkeypatch.setattr(knn_mod, "knn", no_search)
+    again, (dist2, _) = ds.typicality_and_neighbours(x, 20, tmp_path)
+    np.testing.assert_array_equal(again, typ)
+    np.testing.assert_array_equal(dist2, dist)
+    (tmp_path / "neighbours_50.npz").write_bytes(b"truncated")
+    with caplog.at_level(logging.WARNING), pytest.raises(AssertionError, match="searched"):
+        ds.typicality_and_neighbours(x, 20, tmp_path)
+    assert "unreadable" in caplog.text

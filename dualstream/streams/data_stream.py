@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -66,6 +67,11 @@ class DataStream:
         seconds: wall time of encoder training + embedding when it was computed.
         from_cache: whether this run loaded it instead of training.
         key: cache key (hash of pool pixels, encoder config and seed).
+        neighbours: ``(distances (N, K) float32, indices (N, K) int64)`` of every item's ``K``
+            nearest others in the embedding, for pools big enough that acquisitions would search
+            them again (``N >= knn.EXACT_BELOW``; ``None`` below): handed to every acquisition in
+            ``PoolView.extras`` (:data:`~dualstream.streams.knn.NEIGHBOUR_KEYS`) and cached on disk
+            beside the embedding, so TypiClust, ProbCover and the typicality pass share one search.
     """
 
     embedding: np.ndarray
@@ -73,6 +79,7 @@ class DataStream:
     seconds: float
     from_cache: bool
     key: str
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def encoder_name(encoder_cfg: Mapping[str, Any]) -> str:
@@ -313,6 +320,47 @@ def _load_entry(
     return {**meta, "seconds": seconds}, emb, module
 
 
+#: Neighbours kept per item for big pools: TypiClust reads ``2 k = 40``, ProbCover's balls ``50``.
+NEIGHBOURS_KEPT = 50
+
+
+def typicality_and_neighbours(
+    emb: np.ndarray, k: int, folder: Path | None = None
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """``(N,)`` typicality of the frozen embedding, and for big pools its neighbour lists.
+
+    Below :data:`~dualstream.streams.knn.EXACT_BELOW` items: :func:`knn_typicality` alone (exact, and
+    the acquisitions' own exact paths need no lists). From there on: one search of
+    ``max(k, NEIGHBOURS_KEPT)`` neighbours, read from ``folder / neighbours_K.npz`` when an earlier
+    process wrote it; the typicality is taken from its first ``k`` columns (the same numbers as a
+    ``k``-search: columns are ascending over the same candidates).
+    """
+    from dualstream.streams.knn import EXACT_BELOW, knn
+
+    if len(emb) < EXACT_BELOW:
+        return knn_typicality(emb, k), None
+    kept = max(int(k), NEIGHBOURS_KEPT)
+    path = None if folder is None else folder / f"neighbours_{kept}.npz"
+    lists = None
+    if path is not None and path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                lists = (f["distances"], f["indices"])
+            if lists[0].shape != (len(emb), min(kept, len(emb) - 1)):
+                raise ValueError(f"neighbour lists of shape {lists[0].shape} for {len(emb)} items")
+        except Exception as err:  # noqa: BLE001  (a truncated file: search again)
+            log.warning("data stream: %s is unreadable (%s); searching the neighbours again", path, err)
+            lists = None
+    if lists is None:
+        lists = knn(emb, kept)
+        if path is not None:
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez(tmp, distances=lists[0], indices=lists[1])
+            os.replace(tmp, path)  # atomic: a reader sees the old state or the whole file
+    dist = lists[0][:, :k].astype(np.float64)
+    return 1.0 / (dist.mean(axis=1) + 1e-8), lists
+
+
 def fit_data_stream(
     images: np.ndarray,
     encoder_cfg: Mapping[str, Any],
@@ -352,7 +400,9 @@ def fit_data_stream(
 
     def stream(emb: np.ndarray, seconds: float, cached: bool, module: pl.LightningModule | None) -> DataStream:
         if not finetune:
-            return DataStream(emb, knn_typicality(emb, k), seconds, cached, key)
+            folder = None if cache_dir is None else Path(cache_dir) / "encoders" / key
+            typicality, lists = typicality_and_neighbours(emb, k, folder)
+            return DataStream(emb, typicality, seconds, cached, key, neighbours=lists)
         return FinetunedDataStream(
             emb, knn_typicality(emb, k), seconds, cached, key,
             module=module, images=images, encoder_cfg=encoder_cfg, trainer_cfg=trainer_cfg,
