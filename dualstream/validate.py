@@ -269,6 +269,9 @@ def check_data(cfg: DictConfig, check_files: bool = True) -> None:
     check_number(cfg, "data.label_threshold")
     check_number(cfg, "data.test_fraction", 0.0, 1.0, low_open=True, high_open=True, default=0.25)
     check_number(cfg, "data.inject_artifacts", 0.0, 1.0, high_open=True, optional=True)
+    from dualstream.pool_store import pool_store_mode  # memory | disk, and disk's refusals
+
+    pool_store_mode(cfg.data)
     _check_depth(cfg)
     kinds = _get(cfg, "data.artifact_kinds", None)
     if kinds is not None and (not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds)):

@@ -198,3 +198,18 @@ def test_what_needs_the_whole_pool_in_memory_is_refused_before_any_work(tmp_path
         run(cfg, tmp_path / "run")
     assert "\n" not in str(err.value)
     assert not (tmp_path / "cache" / "pools").exists() and not (tmp_path / "run" / "pool_store").exists()
+
+
+def test_validate_checks_the_key_and_detect_refuses_a_disk_pool():
+    """Before any work: a wrong value fails in validate; the detect task says it keeps crops in memory."""
+    from omegaconf import OmegaConf
+
+    from dualstream.tasks import detect
+    from dualstream.validate import check_data
+
+    cfg = OmegaConf.create({"data": {"image": "x", "patch_size": 64, "label_threshold": 0, "pool_store": "ram"}})
+    with pytest.raises(ConfigError, match="data.pool_store='ram'"):
+        check_data(cfg, check_files=False)
+    det = OmegaConf.create({"data": {"pool_store": "disk"}, "task": {"crop_size": 32}})
+    with pytest.raises(ConfigError, match="detect task keeps its proposal crops in memory"):
+        detect.check_config(det)

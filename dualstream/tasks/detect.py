@@ -39,6 +39,11 @@ def check_config(cfg: Any) -> None:
     from dualstream.validate import _check_kwargs, check_int, check_number
 
     check_int(cfg, "task.crop_size", 8)
+    if str(cfg.data.get("pool_store") or "memory") != "memory":
+        raise ConfigError(
+            f"data.pool_store={cfg.data.pool_store}: the detect task keeps its proposal crops in memory;"
+            " set data.pool_store=memory (the disk pool store is for task=segment)"
+        )
     check_number(cfg, "task.match_iou", 0.0, 1.0, low_open=True)
     check_int(cfg, "task.detector.train_patches", 1)
     check_number(cfg, "task.detector.positive_share", 0.0, 1.0, default=0.5)
