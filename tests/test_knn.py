@@ -292,7 +292,7 @@ def test_data_stream_neighbour_lists_are_cached_beside_the_embedding(tmp_path, m
     assert ds.typicality_and_neighbours(x, 20, tmp_path)[1] is None  # small pool: no lists
     monkeypatch.setattr(knn_mod, "EXACT_BELOW", 100)
     typ, (dist, idx) = ds.typicality_and_neighbours(x, 20, tmp_path)
-    assert dist.shape == idx.shape == (600, 50)
+    assert dist.shape == idx.shape == (600, 50) and idx.dtype == np.int32
     np.testing.assert_allclose(typ, knn_typicality(x, 20, method="exact"), rtol=1e-6)
     assert (tmp_path / "neighbours_50.npz").exists()
 

@@ -67,7 +67,7 @@ class DataStream:
         seconds: wall time of encoder training + embedding when it was computed.
         from_cache: whether this run loaded it instead of training.
         key: cache key (hash of pool pixels, encoder config and seed).
-        neighbours: ``(distances (N, K) float32, indices (N, K) int64)`` of every item's ``K``
+        neighbours: ``(distances (N, K) float32, indices (N, K) int32)`` of every item's ``K``
             nearest others in the embedding, for pools big enough that acquisitions would search
             them again (``N >= knn.EXACT_BELOW``; ``None`` below): handed to every acquisition in
             ``PoolView.extras`` (:data:`~dualstream.streams.knn.NEIGHBOUR_KEYS`) and cached on disk
@@ -352,7 +352,8 @@ def typicality_and_neighbours(
             log.warning("data stream: %s is unreadable (%s); searching the neighbours again", path, err)
             lists = None
     if lists is None:
-        lists = knn(emb, kept)
+        dist, idx = knn(emb, kept)
+        lists = (dist, idx.astype(np.int32))  # 4 bytes per neighbour instead of 8: pools stay below 2^31 items
         if path is not None:
             tmp = path.with_suffix(".tmp.npz")
             np.savez(tmp, distances=lists[0], indices=lists[1])
