@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """scikit-activeml's TypiClust and ProbCover on the synthetic pools of ``bench_selection.py``.
 
-    pip install scikit-activeml   # not a dependency of dualstream: only this comparison needs it
+    pip install -e ".[bench]"   # scikit-activeml: not a dependency of dualstream, only this comparison needs it
     python experiments/scripts/bench_skactiveml.py --n 100000 --strategy typiclust --json
 
 One selection of ``--batch`` items with the library's defaults (as a user would call it:
