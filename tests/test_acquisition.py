@@ -270,6 +270,8 @@ def test_rank_percentile_ties_and_mask():
     assert np.isnan(out[4])
     np.testing.assert_allclose(rank_percentile(np.array([5.0, 5.0, 5.0]), np.arange(3)), [2 / 3] * 3)
     np.testing.assert_allclose(rank_percentile(np.array([0.3, 0.1, 0.2]), np.arange(3)), [1.0, 1 / 3, 2 / 3])
+    # NaNs sort last and tie with each other (as np.unique counts them): ranks 2.5 and 2.5 of 3
+    np.testing.assert_allclose(rank_percentile(np.array([np.nan, 1.0, np.nan]), np.arange(3)), [2.5 / 3, 1 / 3, 2.5 / 3])
 
 
 def test_top_indices_and_masked_utilities():
