@@ -100,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--typicality-k", type=int, default=20)
     ap.add_argument("--knn-method", default="auto", help="knn method of the typicality pass: auto | exact | ivf | hnsw")
     ap.add_argument(
-        "--typicality", default="knn", choices=("knn", "given"),
-        help="knn: run and time the typicality pass; given: draw typicality U(0, 1) (the pass is a one-off per"
-        " embedding, timed on its own at smaller sizes; use for selection-only timings at 10M)",
+        "--typicality", default="knn", choices=("knn", "stream", "given"),
+        help="knn: run and time the typicality pass (k neighbours); stream: the data stream's pass as a run"
+        " does it (50 neighbours from 50,000 items on, handed to the acquisition in PoolView.extras); given: draw"
+        " typicality U(0, 1) (the pass is a one-off per embedding; use for selection-only timings at 10M)",
     )
     ap.add_argument(
         "--embedding-file", default=None,
@@ -135,11 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     extras = {"margin": rng.random(n), "least_confidence": rng.random(n), "bald": rng.random(n)}
 
     with Phase() as typ_phase:
+        lists = None
         if args.typicality == "knn":
             typicality = knn_typicality(emb, args.typicality_k, method=args.knn_method)
+        elif args.typicality == "stream":
+            from dualstream.streams.data_stream import typicality_and_neighbours
+
+            typicality, lists = typicality_and_neighbours(emb, args.typicality_k)
         else:
             typicality = rng.random(n)
-    knn_info = dict(knn_mod.LAST_RUN) if args.typicality == "knn" else {"method": "given (not timed)"}
+    knn_info = dict(knn_mod.LAST_RUN) if args.typicality != "given" else {"method": "given (not timed)"}
+    if lists is not None:
+        extras.update(zip(knn_mod.NEIGHBOUR_KEYS, lists))
     view = PoolView(emb, typicality, rng.random(n), queried, extras)
 
     result = {
@@ -174,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                     "peak_process_mib": round(sel_phase.peak_total_mib, 1),
                 }
             )
-    if args.check_typicality and args.typicality == "knn":
+    if args.check_typicality and args.typicality != "given":
         import scipy.stats
 
         rows = np.sort(np.random.default_rng(args.seed + 1).choice(n, size=min(args.check_typicality, n), replace=False))
