@@ -290,17 +290,19 @@ def _extract_to_store(pieces: Iterator[Piece], path: Path, voxel_size: tuple[flo
         if writer is not None and writer.file.id.valid:
             writer.abort()
         raise
-    return PatchPool(
-        images=images, labels=images.labels, ignore_share=images.read_small("ignore_share"),
-        origins=images.read_small("origins"), voxel_size=voxel_size, source=source,
-    )
+    return _store_pool(images)
 
 
 def open_store_pool(path: str | Path) -> PatchPool:
     """A pool written by :func:`extract_patches` with ``store=path``, opened again (a later run, same data)."""
     from dualstream.pool_store import PatchStore
 
-    images = PatchStore(path)
+    return _store_pool(PatchStore(path))
+
+
+def _store_pool(images: Any) -> PatchPool:
+    """The pool of a :class:`~dualstream.pool_store.PatchStore`: its images, labels and small arrays
+    (voxel size and source as written with it)."""
     return PatchPool(
         images=images, labels=images.labels, ignore_share=images.read_small("ignore_share"),
         origins=images.read_small("origins"), voxel_size=images.voxel_size, source=images.source,  # type: ignore[arg-type]
