@@ -37,7 +37,7 @@ from dualstream.errors import ConfigError, DualstreamError
 from dualstream.models.encoder import ContrastiveEncoder
 from dualstream.models.vae import PatchVAE
 from dualstream.pool_store import PatchStore
-from dualstream.streams.typicality import knn_typicality
+from dualstream.streams.typicality import knn_typicality, typicality_from_distances
 from dualstream.trainer import build_trainer, inference_options, inference_view
 
 log = logging.getLogger(__name__)
@@ -358,8 +358,7 @@ def typicality_and_neighbours(
             tmp = path.with_suffix(".tmp.npz")
             np.savez(tmp, distances=lists[0], indices=lists[1])
             os.replace(tmp, path)  # atomic: a reader sees the old state or the whole file
-    dist = lists[0][:, :k].astype(np.float64)
-    return 1.0 / (dist.mean(axis=1) + 1e-8), lists
+    return typicality_from_distances(lists[0][:, :k]), lists
 
 
 def fit_data_stream(

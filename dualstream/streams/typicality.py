@@ -36,7 +36,12 @@ def knn_typicality(embedding: np.ndarray, k: int = 20, block: int = 1024, *, exa
     unlike mean pairwise distance this never rewards outliers. Exact below ``exact_below`` items;
     above, IVF neighbours (typicality Spearman >= 0.98 against exact in ``tests/test_knn.py``).
     """
-    dist = knn_distances(embedding, k, block, exact_below=exact_below, **knn_kwargs).astype(np.float64)
+    return typicality_from_distances(knn_distances(embedding, k, block, exact_below=exact_below, **knn_kwargs))
+
+
+def typicality_from_distances(dist: np.ndarray) -> np.ndarray:
+    """``(N,)`` float64 ``1 / (mean of each row + 1e-8)`` of ``(N, k)`` neighbour distances; all 1 when ``k = 0``."""
+    dist = np.asarray(dist, dtype=np.float64)
     if dist.shape[1] == 0:
-        return np.ones(len(embedding))
+        return np.ones(len(dist))
     return 1.0 / (dist.mean(axis=1) + 1e-8)
