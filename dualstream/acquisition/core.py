@@ -6,6 +6,7 @@ import numpy as np
 
 from dualstream.acquisition.base import PoolView, Selection, register
 from dualstream.acquisition.diversity import select_by_utility
+from dualstream.acquisition.pixel_veto import pixel_outlying
 from dualstream.errors import ConfigError
 
 
@@ -81,10 +82,30 @@ def dualstream_acquisition(
     gate: float = 0.0,
     diverse: bool = True,
     factor: int = 10,
+    screen_z: float | None = None,
 ) -> Selection:
-    """Uncertain **and** typical, diverse within the batch (k-means in the frozen embedding)."""
-    return select_by_utility(view, dualstream_utility(view, beta, gate), batch_size, rng, diverse, factor)
+    """Uncertain **and** typical, diverse within the batch (k-means in the frozen embedding).
+
+    ``screen_z``: a pixel-statistics quality screen before the two streams (``None`` = off). A
+    candidate whose statistics (``view.extras["pixel_stats"]``) lie more than ``screen_z`` robust
+    SDs from the pool's is taken only when too few others remain; its utility is reported as
+    ``-max|z|`` (below every kept candidate's, which lie in ``(0, 1]``). Why: the frozen embedding's
+    own outlier scores rank scattered defects well but cannot flag a *cluster* of identical ones (a
+    whole corrupted section looks typical to a kNN density); see ``experiments/scripts/artifact_audit.py``.
+    """
+    utilities = dualstream_utility(view, beta, gate)
+    screened = None
+    if screen_z is not None:
+        if not screen_z > 0:
+            raise ConfigError(f"acquisition.params.screen_z must be > 0 (robust SDs) or null (no screen), got {screen_z}")
+        outlying = pixel_outlying(view, "dualstream")
+        screened = outlying > float(screen_z)
+        hit = view.candidates[screened[view.candidates]]
+        utilities[hit] = -outlying[hit]
+    return select_by_utility(view, utilities, batch_size, rng, diverse, factor, exclude=screened)
 
 
 # Today's formula under a name that will not move when `dualstream` is switched to a newer one.
 register("dualstream_v1")(dualstream_acquisition)
+# Dual-stream behind a pixel-statistics quality screen (issue 10): the same function, its own name in reports.
+register("dualstream_screen")(dualstream_acquisition)

@@ -87,13 +87,28 @@ def diverse_top(
 
 
 def select_by_utility(
-    view: PoolView, utilities: np.ndarray, batch_size: int, rng: np.random.Generator, diverse: bool, factor: int
+    view: PoolView,
+    utilities: np.ndarray,
+    batch_size: int,
+    rng: np.random.Generator,
+    diverse: bool,
+    factor: int,
+    exclude: np.ndarray | None = None,
 ) -> Selection:
     """The selection step shared by score-based strategies: top-``B`` by ``utilities`` ``(N,)``, or
-    :func:`diverse_top` in the frozen embedding when ``diverse``; utilities reported NaN on queried items."""
+    :func:`diverse_top` in the frozen embedding when ``diverse``; utilities reported NaN on queried items.
+
+    ``exclude`` ``(N,)`` bool: candidates taken only when too few others remain (then by utility,
+    highest first), e.g. items a quality screen rules out; they never enter the diverse shortlist.
+    """
     cand = view.candidates
+    kept = cand if exclude is None else cand[~np.asarray(exclude, dtype=bool)[cand]]
     if diverse:
-        idx = diverse_top(utilities, view.embedding, cand, batch_size, rng, factor)
+        idx = diverse_top(utilities, view.embedding, kept, batch_size, rng, factor)
     else:
-        idx = top_indices(utilities, cand, batch_size)
+        idx = top_indices(utilities, kept, batch_size)
+    if len(idx) < batch_size and len(kept) < len(cand):
+        rest = np.setdiff1d(cand, kept)
+        rest = rest[np.argsort(-utilities[rest], kind="stable")][: batch_size - len(idx)]
+        idx = np.concatenate([np.asarray(idx, dtype=np.int64), rest.astype(np.int64)])
     return Selection(idx, masked_utilities(utilities, cand))

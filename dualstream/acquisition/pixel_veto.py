@@ -45,6 +45,26 @@ def robust_z(stats: np.ndarray) -> np.ndarray:
     return (x - med) / np.maximum(1.4826 * mad, MIN_SCALE)
 
 
+def pixel_outlying(view: PoolView, strategy: str) -> np.ndarray:
+    """``(N,)`` float64 ``max |z|`` of each item's pixel statistics (:func:`robust_z`); NaN -> 1e12.
+
+    Reads ``view.extras["pixel_stats"]`` ``(N, F)`` (the loop supplies it for every run).
+
+    Raises:
+        ConfigError: the extra is missing or not ``(N, F)`` with the columns of
+            :data:`~dualstream.streams.pixel_stats.STAT_NAMES` (``strategy`` names the asker).
+    """
+    stats = require_extra(
+        view, "pixel_stats", strategy, "compute dualstream.streams.pixel_stats.pixel_statistics(pool images) into the loop's extras", ndim=2
+    )
+    if stats.shape[1] != len(STAT_NAMES):
+        raise ConfigError(
+            f"acquisition '{strategy}' needs view.extras['pixel_stats'] with the {len(STAT_NAMES)} columns {STAT_NAMES}, got {stats.shape[1]}"
+        )
+    # NaN statistics (a broken image) count as maximally outlying: vetoed, yet finite in the utilities.
+    return np.nan_to_num(np.abs(robust_z(stats)).max(axis=1), nan=1e12, posinf=1e12)
+
+
 @register("pixel_veto")
 def pixel_veto_acquisition(view: PoolView, batch_size: int, rng: np.random.Generator, z_max: float = 3.5) -> Selection:
     """Highest uncertainty among candidates whose pixel statistics are all within ``z_max`` robust SDs.
@@ -70,15 +90,7 @@ def pixel_veto_acquisition(view: PoolView, batch_size: int, rng: np.random.Gener
     """
     if not z_max > 0:
         raise ConfigError(f"acquisition.params.z_max must be > 0 (robust SDs), got {z_max}")
-    stats = require_extra(
-        view, "pixel_stats", "pixel_veto", "compute dualstream.streams.pixel_stats.pixel_statistics(pool images) into the loop's extras", ndim=2
-    )
-    if stats.shape[1] != len(STAT_NAMES):
-        raise ConfigError(
-            f"acquisition 'pixel_veto' needs view.extras['pixel_stats'] with the {len(STAT_NAMES)} columns {STAT_NAMES}, got {stats.shape[1]}"
-        )
-    # NaN statistics (a broken image) count as maximally outlying: vetoed, yet finite in the utilities.
-    outlying = np.nan_to_num(np.abs(robust_z(stats)).max(axis=1), nan=1e12, posinf=1e12)
+    outlying = pixel_outlying(view, "pixel_veto")
     cand = view.candidates
     u = view.uncertainty.astype(np.float64)
     kept = cand[outlying[cand] <= z_max]
