@@ -98,8 +98,8 @@ def table(results: list[dict]) -> str:
         for name, d in r["detectors"].items():
             f = d.get("vetoed") or d.get("least typical decile")
             au = "-" if np.isnan(d["auroc"]) else f"{d['auroc']:.3f}"
-            lines.append(f"| {r['experiment']} ({r['artifacts']}/{r['pool']}) | {name} | {au} | "
-                         f"{100 * f['artifacts']:.1f}% | {100 * f['clean']:.1f}% |")
+            hit = "-" if np.isnan(f["artifacts"]) else f"{100 * f['artifacts']:.1f}%"
+            lines.append(f"| {r['experiment']} ({r['artifacts']}/{r['pool']}) | {name} | {au} | {hit} | {100 * f['clean']:.1f}% |")
     return "\n".join(lines)
 
 
