@@ -87,3 +87,21 @@ def test_screen_errors():
         acquire("dualstream_screen", view, 2, np.random.default_rng(0), screen_z=0)
     with pytest.raises(ConfigError, match=r"dualstream.*'pixel_stats'"):
         acquire("dualstream_screen", view_of(np.zeros((5, 2))), 2, np.random.default_rng(0), screen_z=3.5)
+
+
+def test_mix_leaves_uncertainty_alone_late_and_keeps_the_screen():
+    view = typical_artifacts()
+    late = PoolView(view.embedding, view.typicality, view.uncertainty, np.isin(np.arange(120), np.arange(60, 124)), view.extras)
+    assert late.queried.sum() == 60
+    kw = dict(diverse=False, screen_z=3.5, mix=True, mix_start=8, mix_end=32)
+    sel = acquire("dualstream_screen", late, 5, np.random.default_rng(0), **kw)
+    cand = np.setdiff1d(late.candidates, ARTIFACTS)  # past mix_end: beta 0, uncertainty alone, screen kept
+    assert sel.indices.tolist() == cand[np.argsort(-late.uncertainty[cand], kind="stable")[:5]].tolist()
+    # Without the mix the typicality still reorders the batch.
+    plain = acquire("dualstream_screen", late, 5, np.random.default_rng(0), **{**kw, "mix": False})
+    assert plain.indices.tolist() != sel.indices.tolist()
+    # Early (4 queried) the mix changes nothing.
+    early = [acquire("dualstream_screen", view, 5, np.random.default_rng(0), **{**kw, "mix": m}).indices.tolist() for m in (True, False)]
+    assert early[0] == early[1]
+    with pytest.raises(ConfigError, match="mix_start < mix_end"):
+        acquire("dualstream_screen", view, 2, np.random.default_rng(0), mix=True, mix_start=64, mix_end=8)

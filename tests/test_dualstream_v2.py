@@ -7,7 +7,8 @@ import pytest
 
 from dualstream.acquisition import REGISTRY, PoolView, acquire
 from dualstream.acquisition.core import rank_percentile
-from dualstream.acquisition.dualstream_v2 import combine_streams, effective_beta, mix_weight, veto_mask
+from dualstream.acquisition.budget_mix import effective_beta, mix_weight
+from dualstream.acquisition.dualstream_v2 import combine_streams, veto_mask
 from dualstream.errors import ConfigError
 from dualstream.streams import structure as st
 from dualstream.streams.typicality import knn_typicality

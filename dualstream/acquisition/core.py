@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dualstream.acquisition.base import PoolView, Selection, register
+from dualstream.acquisition.budget_mix import effective_beta
 from dualstream.acquisition.diversity import select_by_utility
 from dualstream.acquisition.pixel_veto import pixel_outlying
 from dualstream.errors import ConfigError
@@ -83,6 +84,9 @@ def dualstream_acquisition(
     diverse: bool = True,
     factor: int = 10,
     screen_z: float | None = None,
+    mix: bool = False,
+    mix_start: float = 8,
+    mix_end: float = 64,
 ) -> Selection:
     """Uncertain **and** typical, diverse within the batch (k-means in the frozen embedding).
 
@@ -92,8 +96,14 @@ def dualstream_acquisition(
     ``-max|z|`` (below every kept candidate's, which lie in ``(0, 1]``). Why: the frozen embedding's
     own outlier scores rank scattered defects well but cannot flag a *cluster* of identical ones (a
     whole corrupted section looks typical to a kNN density); see ``experiments/scripts/artifact_audit.py``.
+
+    ``mix``: fade ``beta`` with the labels (:func:`dualstream.acquisition.budget_mix.effective_beta`:
+    full up to ``mix_start`` queried items, 0 from ``mix_end``, linear in ``log2 n`` between), so that
+    uncertainty alone ranks at large budgets; the screen and the diversity step stay. Off by default.
     """
-    utilities = dualstream_utility(view, beta, gate)
+    if not 1 <= mix_start < mix_end:
+        raise ConfigError(f"acquisition.params: need 1 <= mix_start < mix_end (label counts), got {mix_start} and {mix_end}")
+    utilities = dualstream_utility(view, effective_beta(beta, int(view.queried.sum()), mix, mix_start, mix_end), gate)
     screened = None
     if screen_z is not None:
         if not screen_z > 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from dualstream.acquisition.base import PoolView, Selection, masked_utilities, register, top_indices
+from dualstream.acquisition.budget_mix import effective_beta
 from dualstream.acquisition.core import rank_percentile
 from dualstream.acquisition.diversity import diverse_top
 from dualstream.errors import ConfigError
@@ -29,20 +30,6 @@ def minmax(values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     lo, hi = (float(v.min()), float(v.max())) if len(v) else (0.0, 0.0)
     out[candidates] = (v - lo) / (hi - lo) if hi > lo else 1.0
     return out
-
-
-def mix_weight(n_queried: int, start: float = 8, end: float = 64) -> float:
-    """Weight of the data stream after ``n_queried`` labels: 1 up to ``start``, 0 from ``end``, linear in ``log2(n)`` between."""
-    if n_queried <= start:
-        return 1.0
-    if n_queried >= end:
-        return 0.0
-    return float((np.log2(end) - np.log2(n_queried)) / (np.log2(end) - np.log2(start)))
-
-
-def effective_beta(beta: float, n_queried: int, mix: bool, start: float = 8, end: float = 64) -> float:
-    """``beta * mix_weight(n)`` when ``mix``, else ``beta``."""
-    return float(beta) * (mix_weight(n_queried, start, end) if mix else 1.0)
 
 
 def combine_streams(u: np.ndarray, t: np.ndarray, candidates: np.ndarray, beta: float, how: str) -> np.ndarray:
