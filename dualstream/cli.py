@@ -38,7 +38,9 @@ def _register_resolvers() -> None:
 
 
 def _task(cfg) -> float:
-    """The Hydra task: check, run, report the run's AULC (the Optuna sweeper's objective).
+    """The Hydra task: check, run, report the run's ``tune.objective`` (the Optuna sweeper's objective).
+
+    With ``tune.seeds`` the job is one tuning trial: a run per seed, their mean (:mod:`dualstream.tuning`).
 
     A user error ends a single run (one line, exit 2). In a sweep it is raised instead, so that Hydra
     records the job as failed and the launcher goes on with the others; :func:`main` lists them.
@@ -62,11 +64,18 @@ def _task(cfg) -> float:
         set_progress(bool(cfg.get("progress", True)))
         from dualstream.runner import run
         from dualstream.state import already_finished
+        from dualstream.tuning import objective_of, run_seeds
 
-        done = already_finished(cfg, run_dir)  # a relaunched sweep skips its finished runs
-        if done is not None:
-            return done
-        results = run(cfg, run_dir)
+        objective = str((cfg.get("tune") or {}).get("objective", "aulc_log2"))
+
+        def run_one(job_cfg, job_dir: Path) -> None:
+            if already_finished(job_cfg, job_dir) is None:  # a relaunched sweep skips its finished runs
+                run(job_cfg, job_dir)
+                log.info("results: %s", job_dir / "results.json")
+
+        if (cfg.get("tune") or {}).get("seeds"):  # one tuning trial over several seeds: their mean
+            return run_seeds(cfg, run_dir, list(hc.overrides.task), run_one)
+        run_one(cfg, run_dir)
     except DualstreamError as err:
         log.error("%s", err)
         if not sweeping:  # exit here: a raised error would make Hydra add its own lines
@@ -74,8 +83,7 @@ def _task(cfg) -> float:
         job = f"job {hc.job.num} ({' '.join(hc.overrides.task) or 'no overrides'})"
         (run_dir / ERROR_FILE).write_text(f"{job}: {err}\n")
         raise SweepJobError(f"{job}: {err}", str(Path(hc.sweep.dir))) from None
-    log.info("results: %s", run_dir / "results.json")
-    return float(results.extra.get("aulc", float("nan")))
+    return objective_of(run_dir, objective)
 
 
 class SweepJobError(DualstreamError):

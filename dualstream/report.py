@@ -215,6 +215,7 @@ def _overrides(results_path: Path, warnings: list[str] | None = None) -> dict[st
 IGNORED_KEYS = (
     "seed", "acquisition", "progress", "logger", "trainer.cpu_threads",
     "trainer.channels_last", "trainer.fuse_batchnorm", "trainer.compile", "trainer.predict_batch_size",
+    "tune.seeds", "tune.objective",
 )
 
 

@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 STATE_FILE = "loop_state.npz"
 PREVIOUS_FILE = "loop_state.prev.npz"
 FORMAT_VERSION = 1
-#: Top-level config keys that do not change what a run computes (where it writes, how it logs).
-VOLATILE_KEYS = ("hydra", "paths", "progress", "logger", "resume")
+#: Top-level config keys that do not change what a run computes (where it writes, how it logs, what it reports to a tuner).
+VOLATILE_KEYS = ("hydra", "paths", "progress", "logger", "resume", "tune")
 #: ``(section, key) -> default`` of keys added later whose default reproduces the earlier behaviour.
 LATER_DEFAULTS: dict[tuple[str, str], Any] = {
     ("data", "pool_store"): "memory",

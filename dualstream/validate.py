@@ -28,6 +28,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dualstream.errors import ConfigError, DataError
+from dualstream.tuning import check_tune
 
 #: Config groups whose top-level keys must be defined by one of their ``conf/GROUP/*.yaml`` files.
 CHECKED_GROUPS = ("data", "task", "encoder", "model", "acquisition", "loop", "trainer", "logger", "paths")
@@ -528,6 +529,7 @@ def validate(cfg: DictConfig, run_dir: str | Path | None = None, check_files: bo
     check_acquisition(cfg)
     check_trainer(cfg)
     check_logger(cfg)
+    check_tune(cfg)
     if run_dir is not None:
         check_writable(run_dir, "hydra.run.dir")
     cache_dir = _get(cfg, "paths.cache_dir", None)

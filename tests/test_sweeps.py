@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -64,14 +65,18 @@ def test_submitit_local_launcher_runs_a_job(tmp_path, tiny_overrides):
     assert (sweep / "0_random_s0" / "results.json").exists()
 
 
-def test_optuna_sweep_maximises_aulc(tmp_path, tiny_overrides):
+def test_optuna_sweep_maximises_the_mean_over_tuning_seeds(tmp_path, tiny_overrides):
     sweep = tmp_path / "sweep"
     proc = dualstream(
-        "sweep=optuna_dualstream", *tiny_overrides, "logger=none", "hydra.sweeper.n_trials=2",
+        "sweep=optuna_dualstream", *tiny_overrides, "logger=none", "hydra.sweeper.n_trials=2", "tune.seeds=[100,101]",
         f"hydra.sweep.dir={sweep}", cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert set(best["best_params"]) == {"acquisition.params.beta", "acquisition.params.gate", "acquisition.params.factor"}
-    assert 0.0 <= best["best_value"] <= 1.0
-    assert len(list(Path(sweep).glob("*/results.json"))) == 2
+    assert set(best["best_params"]) == {f"acquisition.params.{k}" for k in ("beta", "factor", "mix", "mix_end", "screen_z")}
+    assert len(list(Path(sweep).glob("*/seed_*/results.json"))) == 4  # 2 trials x 2 tuning seeds
+    trials = [json.loads(p.read_text()) for p in Path(sweep).glob("*/tune.json")]
+    assert len(trials) == 2 and all(t["seeds"] == [100, 101] for t in trials)
+    for t in trials:  # the objective is the mean of the seeds' log2 AULC, read back from their results
+        assert t["mean"] == pytest.approx(sum(t["values"].values()) / 2)
+    assert best["best_value"] == pytest.approx(max(t["mean"] for t in trials))
