@@ -11,6 +11,8 @@ every artifact detector the acquisitions use against the ground-truth artifact m
 - ``cluster veto``: ``dualstream_v2``'s experimental near-identical-cluster veto at ``--cluster-share``.
 - ``pixel_veto``: max robust |z| of the pixel statistics > 3.5 (the baseline with no learned stream).
 
+``--plot`` draws their ROC curves, one panel per setting.
+
 No labels of the task are used; this measures only whether a veto *can* see a setting's artifacts.
 
     python experiments/scripts/artifact_audit.py --experiment mito_epfl_artifacts mito_epfl_clustered \\
@@ -80,16 +82,52 @@ def audit(experiment: str, cache: str | None, ks: list[int], cluster_share: floa
                  "encoder_from_cache": bool(stream.from_cache), "detectors": {}}
     typ = np.asarray(stream.typicality, dtype=np.float64)
     low = typ <= np.quantile(typ, 0.1)
+    scores = {"v1 typicality (low)": -typ}
     out["detectors"]["typicality (v1)"] = {"auroc": auroc(-typ, artifacts), "least typical decile": flagged(low, artifacts)}
     for k in ks:
         s = embedding_structure(stream.embedding, k=k)
         out["detectors"][f"veto k={k}"] = {"auroc": auroc(s.outlier_z, artifacts), "vetoed": flagged(veto_mask(s), artifacts)}
+        scores[f"LOF outlier z, k={k}"] = s.outlier_z
         if cluster_share > 0:
             out["detectors"][f"veto k={k} + cluster veto {cluster_share:g}"] = {
                 "auroc": float("nan"), "vetoed": flagged(veto_mask(s, cluster_share=cluster_share), artifacts)}
     z = np.nanmax(np.abs(pixel_z(pixel_statistics(pool.images))), axis=1)
     out["detectors"]["pixel_veto"] = {"auroc": auroc(z, artifacts), "vetoed": flagged(z > 3.5, artifacts)}
-    return out
+    scores["pixel statistics max |z|"] = z
+    return out, (scores, artifacts)
+
+
+def roc(score: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(false positive rate, true positive rate)`` of ``score`` ``(N,)`` over all thresholds, highest first."""
+    order = np.argsort(-score, kind="stable")
+    hits = np.asarray(positive, dtype=bool)[order]
+    tpr = np.concatenate([[0.0], np.cumsum(hits) / max(hits.sum(), 1)])
+    fpr = np.concatenate([[0.0], np.cumsum(~hits) / max((~hits).sum(), 1)])
+    return fpr, tpr
+
+
+def plot(results: list[dict], curves: list[tuple[dict, np.ndarray]], path: str) -> None:
+    """One ROC panel per setting with artifacts: typicality, the LOF score at the largest k, pixel statistics."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [(r, c) for r, c in zip(results, curves) if r["artifacts"]]
+    fig, axes = plt.subplots(1, max(len(shown), 1), figsize=(3.6 * max(len(shown), 1), 3.6), squeeze=False)
+    for ax, (r, (scores, artifacts)) in zip(axes[0], shown):
+        lof = [n for n in scores if n.startswith("LOF")]
+        for name in [n for n in scores if not n.startswith("LOF")][:1] + lof[-1:] + [n for n in scores if n.startswith("pixel")]:
+            fpr, tpr = roc(np.nan_to_num(scores[name], nan=np.inf), artifacts)
+            ax.plot(fpr, tpr, label=f"{name} ({auroc(scores[name], artifacts):.2f})")
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.set_title(f"{r['experiment']}\n{r['artifacts']} artifacts / {r['pool']}", fontsize=9)
+        ax.set_xlabel("clean patches flagged")
+        ax.legend(fontsize=6, loc="lower right")
+    axes[0][0].set_ylabel("artifacts flagged")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def table(results: list[dict]) -> str:
@@ -111,10 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster-share", type=float, default=0.2, help="dualstream_v2 veto_cluster_share to try (0 = skip)")
     parser.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides for every experiment")
     parser.add_argument("--json", default=None, help="write the raw numbers here")
+    parser.add_argument("--plot", default=None, help="write ROC curves (one panel per setting) to this PNG")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    results = [audit(e, args.cache, args.k, args.cluster_share, args.extra) for e in args.experiment]
+    pairs = [audit(e, args.cache, args.k, args.cluster_share, args.extra) for e in args.experiment]
+    results = [r for r, _ in pairs]
     print(table(results))
+    if args.plot:
+        plot(results, [c for _, c in pairs], args.plot)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
