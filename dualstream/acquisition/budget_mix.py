@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from dualstream.errors import ConfigError
+
 
 def mix_weight(n_queried: int, start: float = 8, end: float = 64) -> float:
     """Weight of the data stream after ``n_queried`` labels: 1 up to ``start``, 0 from ``end``, linear in ``log2(n)`` between."""
@@ -22,3 +24,9 @@ def mix_weight(n_queried: int, start: float = 8, end: float = 64) -> float:
 def effective_beta(beta: float, n_queried: int, mix: bool, start: float = 8, end: float = 64) -> float:
     """``beta * mix_weight(n)`` when ``mix``, else ``beta``."""
     return float(beta) * (mix_weight(n_queried, start, end) if mix else 1.0)
+
+
+def check_mix(mix_start: float, mix_end: float) -> None:
+    """One-line :class:`ConfigError` unless ``1 <= mix_start < mix_end`` (label counts)."""
+    if not 1 <= mix_start < mix_end:
+        raise ConfigError(f"acquisition.params: need 1 <= mix_start < mix_end (label counts), got {mix_start} and {mix_end}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dualstream.acquisition.base import PoolView, Selection, register
-from dualstream.acquisition.budget_mix import effective_beta
+from dualstream.acquisition.budget_mix import check_mix, effective_beta
 from dualstream.acquisition.diversity import select_by_utility
 from dualstream.acquisition.pixel_veto import pixel_outlying
 from dualstream.errors import ConfigError
@@ -101,8 +101,7 @@ def dualstream_acquisition(
     full up to ``mix_start`` queried items, 0 from ``mix_end``, linear in ``log2 n`` between), so that
     uncertainty alone ranks at large budgets; the screen and the diversity step stay. Off by default.
     """
-    if not 1 <= mix_start < mix_end:
-        raise ConfigError(f"acquisition.params: need 1 <= mix_start < mix_end (label counts), got {mix_start} and {mix_end}")
+    check_mix(mix_start, mix_end)
     utilities = dualstream_utility(view, effective_beta(beta, int(view.queried.sum()), mix, mix_start, mix_end), gate)
     screened = None
     if screen_z is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from dualstream.acquisition.base import PoolView, Selection, masked_utilities, register, top_indices
-from dualstream.acquisition.budget_mix import effective_beta
+from dualstream.acquisition.budget_mix import check_mix, effective_beta
 from dualstream.acquisition.core import rank_percentile
 from dualstream.acquisition.diversity import diverse_top
 from dualstream.errors import ConfigError
@@ -63,8 +63,7 @@ def _check(typicality: str, combine: str, beta: float, veto_z: float, veto_ratio
         raise ConfigError(
             f"acquisition.params.veto_cluster_share must be in [0, 1) and veto_tight > 0, got {veto_cluster_share} and {veto_tight}"
         )
-    if not 1 <= mix_start < mix_end:
-        raise ConfigError(f"acquisition.params: need 1 <= mix_start < mix_end (label counts), got {mix_start} and {mix_end}")
+    check_mix(mix_start, mix_end)
     if factor < 1:
         raise ConfigError(f"acquisition.params.factor must be >= 1 (shortlist = factor x batch), got {factor}")
 
