@@ -64,16 +64,17 @@ def _task(cfg) -> float:
         set_progress(bool(cfg.get("progress", True)))
         from dualstream.runner import run
         from dualstream.state import already_finished
-        from dualstream.tuning import objective_of, run_seeds
+        from dualstream.tuning import DEFAULT_OBJECTIVE, objective_of, run_seeds
 
-        objective = str((cfg.get("tune") or {}).get("objective", "aulc_log2"))
+        tune = cfg.get("tune") or {}
+        objective = str(tune.get("objective", DEFAULT_OBJECTIVE))
 
         def run_one(job_cfg, job_dir: Path) -> None:
             if already_finished(job_cfg, job_dir) is None:  # a relaunched sweep skips its finished runs
                 run(job_cfg, job_dir)
                 log.info("results: %s", job_dir / "results.json")
 
-        if (cfg.get("tune") or {}).get("seeds"):  # one tuning trial over several seeds: their mean
+        if tune.get("seeds"):  # one tuning trial over several seeds: their mean
             return run_seeds(cfg, run_dir, list(hc.overrides.task), run_one)
         run_one(cfg, run_dir)
     except DualstreamError as err:
