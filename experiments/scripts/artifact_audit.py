@@ -28,18 +28,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from detect_proposal_counts import compose  # the scripts' one Hydra compose helper (same folder)
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    from dualstream.cli import CONF_DIR, _register_resolvers
-
-    _register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
 
 
 def auroc(score: np.ndarray, positive: np.ndarray) -> float:
