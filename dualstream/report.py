@@ -8,6 +8,9 @@ Writes, into ``SWEEP_DIR`` (or ``--out``):
   the selection time; then every setting paired by seed against a reference setting.
 - ``learning_curves.png``: score vs queries on a log2 axis (mean line, ±1 SD band) beside a bar per
   setting of its log2 AULC with a 95% confidence interval.
+- ``paired.png``: the paired comparison against the reference: Δ log2 AULC per setting with its
+  bootstrap CI (filled where p < 0.05) beside a settings x budgets map of Δ score (see
+  :mod:`dualstream.report_plots`).
 - ``summary.json``: the same numbers, strict JSON (undefined values are ``null``, never ``NaN``).
 
 Runs are grouped by their Hydra overrides minus ``seed`` (read from ``.hydra/overrides.yaml`` beside
@@ -58,10 +61,10 @@ from typing import Any
 
 import numpy as np
 
+from dualstream.report_plots import HIGHLIGHT, plot_curves, plot_paired
 from dualstream.results import RESULTS_FILE, area_under_curve, log_area_under_curve
 from dualstream.stats import ALPHA, mean_ci, paired_difference, seeds_needed
 
-HIGHLIGHT = "dualstream"  # the project's method: listed first, drawn thicker
 DEFAULT_REFERENCE = "random"
 FALLBACK_REFERENCE = "dualstream"
 STANDARD_KEYS = {
@@ -502,7 +505,8 @@ def _opt(value: Any, spec: str) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
-def render_markdown(summary: dict[str, Any], sweep_dir: Path) -> str:
+def render_markdown(summary: dict[str, Any], sweep_dir: Path, paired_figure: bool = False) -> str:
+    """``report.md``; ``paired_figure``: link ``paired.png`` under the paired tables (when it was drawn)."""
     groups = summary["groups"]
     first = next(iter(groups.values()))
     budgets = sorted({b for g in groups.values() for b in g["n_queried"]})
@@ -565,6 +569,8 @@ def render_markdown(summary: dict[str, Any], sweep_dir: Path) -> str:
             fm = g.get("final_metrics", {})
             lines.append(f"| {name} | " + " | ".join(_fmt(fm[k]["mean"], fm[k]["std"], 2 if k.endswith("_nm") else 3) if k in fm else "" for k in metric_keys) + " |")
     lines += _render_paired(summary)
+    if paired_figure:
+        lines += ["", "![paired differences](paired.png)"]
     lines += ["", "![learning curves](learning_curves.png)", ""]
     return "\n".join(lines)
 
@@ -626,74 +632,9 @@ def _render_paired(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-# --- plot ---------------------------------------------------------------------------------------
-
-
-def _arr(values: list[Any]) -> np.ndarray:
-    return np.array([np.nan if v is None else v for v in values], dtype=float)
-
-
-def plot_curves(summary: dict[str, Any], path: Path) -> None:
-    """Learning curves (mean ± SD band, log2 budget axis) beside each setting's log2 AULC with its 95% CI."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups = summary["groups"]
-    # More than 10 settings would repeat colours of the default cycle: use a 20-colour map instead.
-    cmap = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
-    colours = {name: cmap(i % cmap.N) for i, name in enumerate(groups)}
-    fig, (ax, bars) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [1.6, 1]})
-    band = 0.15 if len(groups) <= 6 else 0.06
-    for name, g in groups.items():
-        x = _arr(g["n_queried"])
-        m, s = _arr(g["score_mean"]), _arr(g["score_std"])
-        keep = x > 0  # a log axis has no place for 0 queries
-        ax.plot(x[keep], m[keep], marker="o", ms=3, lw=2.4 if name == HIGHLIGHT else 1.2, color=colours[name],
-                label=f"{name} (n={len(g['seeds'])})")
-        ax.fill_between(x[keep], (m - s)[keep], (m + s)[keep], color=colours[name], alpha=band, lw=0)
-    full = summary.get("full_pool")
-    if full and full["score_mean"] is not None and math.isfinite(full["score_mean"]):
-        ax.axhline(full["score_mean"], color="k", ls="--", lw=1, label="every pool item labelled")
-    first = next(iter(groups.values()))
-    ax.set_xscale("log", base=2)
-    # Ticks at the budgets themselves, as plain counts (powers of 2 alone leave most budgets unlabelled).
-    ticks = sorted({b for g in groups.values() for b in g["n_queried"] if b > 0})
-    if ticks:
-        ticks = ticks[:: max(1, math.ceil(len(ticks) / 12))]
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax.set_xticks(ticks, [f"{b:g}" for b in ticks], fontsize=8)
-    ax.set_xlabel("annotation budget (queries, skips included; log2 axis)")
-    ax.set_ylabel(f"test {first['metric']} (mean ± SD over seeds)")
-    ax.set_title(f"learning curves: {first['task']}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2 if len(groups) > 7 else 1)
-
-    order = sorted((n for n in groups if groups[n]["aulc_log2_mean"] is not None and math.isfinite(groups[n]["aulc_log2_mean"])),
-                   key=lambda n: groups[n]["aulc_log2_mean"])
-    if order:
-        means = np.array([groups[n]["aulc_log2_mean"] for n in order])
-        cis = [groups[n]["aulc_log2_ci95"] for n in order]
-        lo = np.array([m - c[0] if c else 0.0 for m, c in zip(means, cis)])
-        hi = np.array([c[1] - m if c else 0.0 for m, c in zip(means, cis)])
-        y = np.arange(len(order))
-        bars.barh(y, means, xerr=np.vstack([lo, hi]), color=[colours[n] for n in order],
-                  edgecolor=["k" if n == HIGHLIGHT else "none" for n in order], capsize=2)
-        labels = [n + ("" if c else " (no CI)") for n, c in zip(order, cis)]
-        bars.set_yticks(y, labels, fontsize=8)
-        left, right = float((means - lo).min()), float((means + hi).max())
-        pad = 0.05 * (right - left + 1e-9)
-        bars.set_xlim(max(0.0, left - pad), right + pad)
-    bars.set_xlabel(f"log2 AULC (mean, Student-t {CI:.0%} CI over seeds)")
-    bars.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, reference: str = DEFAULT_REFERENCE) -> Path:
-    """Aggregate ``sweep_dir`` and write ``report.md``, ``learning_curves.png``, ``summary.json``; return report path."""
+    """Aggregate ``sweep_dir`` and write ``report.md``, ``learning_curves.png``, ``paired.png`` (when there is a
+    paired comparison), ``summary.json``; return the report's path."""
     sweep_dir = Path(sweep_dir)
     out = Path(out_dir) if out_dir else sweep_dir
     warnings: list[str] = []
@@ -702,8 +643,9 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, refer
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(to_json(summary))
     plot_curves(summary, out / "learning_curves.png")
+    drew_paired = plot_paired(summary, out / "paired.png")
     report = out / "report.md"
-    report.write_text(render_markdown(_strict(summary), sweep_dir))
+    report.write_text(render_markdown(_strict(summary), sweep_dir, paired_figure=drew_paired))
     return report
 
 

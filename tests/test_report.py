@@ -8,9 +8,11 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dualstream.report import collect, main, summarise, write_report
+from dualstream.report_plots import paired_grid
 from dualstream.results import area_under_curve, log_area_under_curve
 
 SQRT2 = math.sqrt(2)
@@ -187,6 +189,8 @@ def test_report_markdown_and_plot(sweep: Path):
     assert "| +0.1000 [-0.1000, +0.3000] | 1 | not significant |" in row and "| 1 / 0 / 1 |" in row
     assert "✱" not in row
     assert "![learning curves](learning_curves.png)" in lines
+    assert "![paired differences](paired.png)" in lines
+    assert (sweep / "paired.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     png = sweep / "learning_curves.png"
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (sweep / "summary.json").exists()
@@ -201,6 +205,24 @@ def test_no_paired_section_with_a_single_setting(tmp_path: Path):
     s = json.loads((root / "summary.json").read_text())
     assert s["paired"] == {} and s["reference"]["used"] == "random"
     assert "Paired by seed" not in (root / "report.md").read_text()
+    assert not (root / "paired.png").exists() and "paired.png" not in (root / "report.md").read_text()
+
+
+def test_paired_grid_rows_follow_the_forest_order():
+    """The budget map's row i must be the forest plot's row i: both sorted by mean Δ log2 AULC."""
+    def block(diff, per_budget):
+        return {"aulc_log2": {"mean_diff": diff, "n": 3},
+                "per_budget": {b: {"mean_diff": d, "significant": sig} for b, (d, sig) in per_budget.items()}}
+
+    paired = {
+        "a": block(0.05, {"8": (0.10, True), "16": (0.02, False)}),
+        "b": block(-0.03, {"8": (-0.04, False), "32": (-0.01, True)}),
+        "c": block(float("nan"), {"8": (0.0, False)}),  # no finite Δ: not drawn
+    }
+    rows, budgets, values, stars = paired_grid(paired)
+    assert rows == ["b", "a"] and budgets == [8.0, 16.0, 32.0]
+    np.testing.assert_array_equal(values, [[-0.04, np.nan, -0.01], [0.10, 0.02, np.nan]])
+    assert stars.tolist() == [[False, False, True], [True, False, False]]
 
 
 def test_hydra_overrides_split_groups(tmp_path: Path):
