@@ -63,7 +63,7 @@ import numpy as np
 
 from dualstream.report_plots import HIGHLIGHT, plot_curves, plot_paired
 from dualstream.results import RESULTS_FILE, area_under_curve, log_area_under_curve
-from dualstream.stats import ALPHA, mean_ci, paired_difference, seeds_needed
+from dualstream.stats import ALPHA, holm, mean_ci, paired_difference, seeds_needed
 
 DEFAULT_REFERENCE = "random"
 FALLBACK_REFERENCE = "dualstream"
@@ -429,6 +429,7 @@ def summarise(
             for b in shared:
                 blocks["per_budget"][_budget_key(b)] = _compare(g.at_budget("score", b), rg.at_budget("score", b))
             paired[name] = blocks
+    _adjust_holm(paired)
     out["paired"] = paired
     out["statistics"] = {
         "spread": "sample standard deviation over seeds (ddof=1); null with one seed",
@@ -438,12 +439,27 @@ def summarise(
         "bootstrap": f"percentile, {N_BOOT} resamples of the seeds, generator seed {BOOT_SEED}",
         "test": "two-sided Wilcoxon signed-rank (scipy.stats.wilcoxon)",
         "alpha": ALPHA,
-        "multiple_comparisons": "uncorrected",
+        "multiple_comparisons": "significant: uncorrected; p_holm / significant_holm: Holm-Bonferroni over the settings"
+                                " compared with the reference (per AULC, and per budget over the settings at that budget)",
         "seeds_needed": f"normal approximation, paired two-sided alpha {ALPHA}, power 0.8, effect {EFFECT}",
         "effect": EFFECT,
     }
     out["warnings"] = list(warnings or [])
     return out
+
+
+def _adjust_holm(paired: dict[str, Any]) -> None:
+    """Add ``p_holm`` and ``significant_holm`` to every comparison: one family per AULC kind (all settings
+    against the reference) and one per budget (the settings that reached it)."""
+    families: list[list[dict[str, Any]]] = [[p[key] for p in paired.values()] for key in ("aulc_log2", "aulc")]
+    by_budget: dict[str, list[dict[str, Any]]] = {}
+    for p in paired.values():
+        for b, d in p["per_budget"].items():
+            by_budget.setdefault(b, []).append(d)
+    for family in families + list(by_budget.values()):
+        for d, adjusted in zip(family, holm([d.get("p_value") for d in family])):
+            d["p_holm"] = adjusted
+            d["significant_holm"] = adjusted is not None and adjusted < ALPHA
 
 
 def _strict(value: Any) -> Any:
@@ -491,8 +507,8 @@ def _diff_ci(p: dict[str, Any], digits: int = 4) -> str:
     return _signed(p["mean_diff"], digits) + ci
 
 
-def _p(p: dict[str, Any]) -> str:
-    return "n/a" if p["p_value"] is None else f"{p['p_value']:.3g}"
+def _p(p: dict[str, Any], key: str = "p_value") -> str:
+    return "n/a" if p.get(key) is None else f"{p[key]:.3g}"
 
 
 def _mark(p: dict[str, Any]) -> str:
@@ -587,7 +603,8 @@ def _render_paired(summary: dict[str, Any]) -> list[str]:
         return ["", *note] if note else []
     used = ref["used"]
     k = len(paired)
-    bonferroni = f" ({k} comparisons here: Bonferroni would ask p < {ALPHA / k:.2g})" if k > 1 else ""
+    bonferroni = (f" ({k} comparisons here: Bonferroni would ask p < {ALPHA / k:.2g}; 'p Holm' is the"
+                  " Holm-Bonferroni adjusted p over them, the one to read before claiming a winner)") if k > 1 else ""
     lines = [
         "",
         f"## Paired by seed against `{used}`",
@@ -600,21 +617,23 @@ def _render_paired(summary: dict[str, Any]) -> list[str]:
         " With 5 or fewer seeds the test cannot reach p < 0.05. 'Seeds for 0.02' is how many seeds a paired test"
         f" needs to resolve a {EFFECT} AULC difference at the measured SD of Δ (normal approximation, 80% power).",
         "",
-        "| setting | seeds | Δ AULC log2 [95% CI] | p | log2 | Δ AULC linear [95% CI] | p | linear"
+        "| setting | seeds | Δ AULC log2 [95% CI] | p | log2 | p Holm | Δ AULC linear [95% CI] | p | linear | p Holm"
         " | wins / ties / losses (log2) | seeds for 0.02 (log2 / linear) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, p in paired.items():
         lg, ln = p["aulc_log2"], p["aulc"]
         lines.append(
-            f"| {name} | {lg['n']} | {_diff_ci(lg)} | {_p(lg)} | {_mark(lg)} | {_diff_ci(ln)} | {_p(ln)} | {_mark(ln)}"
+            f"| {name} | {lg['n']} | {_diff_ci(lg)} | {_p(lg)} | {_mark(lg)} | {_p(lg, 'p_holm')} | {_diff_ci(ln)} | {_p(ln)}"
+            f" | {_mark(ln)} | {_p(ln, 'p_holm')}"
             f" | {lg['wins']} / {lg['ties']} / {lg['losses']} | {_opt(lg['seeds_needed'], 'd')} / {_opt(ln['seeds_needed'], 'd')} |"
         )
     budgets = sorted({float(b) for p in paired.values() for b in p["per_budget"]})
     if budgets:
         lines += [
             "",
-            f"Score at each budget, Δ [95% CI] (n, p) against `{used}`, budgets matched by queries spent; ✱: p < {ALPHA}:",
+            f"Score at each budget, Δ [95% CI] (n, p) against `{used}`, budgets matched by queries spent; ✱: p < {ALPHA},"
+            f" ✱✱: also after Holm over the settings at that budget:",
             "",
             "| setting | " + " | ".join(f"{b:g}" for b in budgets) + " |",
             "|---|" + "---|" * len(budgets),
@@ -626,7 +645,7 @@ def _render_paired(summary: dict[str, Any]) -> list[str]:
                 if d is None:
                     cells.append("")
                     continue
-                star = " ✱" if d["significant"] else ""
+                star = " ✱✱" if d.get("significant_holm") else " ✱" if d["significant"] else ""
                 cells.append(f"{_diff_ci(d, 3)} (n={d['n']}, p={_p(d)}){star}")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines

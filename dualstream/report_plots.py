@@ -90,19 +90,20 @@ def _finite(value: Any) -> bool:
 def paired_grid(paired: dict[str, Any]) -> tuple[list[str], list[float], np.ndarray, np.ndarray]:
     """What :func:`plot_paired` draws, as arrays: settings sorted by mean Δ log2 AULC (ascending, the
     plot's bottom row first), the budgets, Δ score ``(settings, budgets)`` (NaN where a setting lacks a
-    budget) and its significance mask. Settings without a finite Δ log2 AULC are left out."""
+    budget) and its significance level ``(settings, budgets)`` int: 0 none, 1 p < 0.05 uncorrected, 2 also
+    after Holm over the settings at that budget. Settings without a finite Δ log2 AULC are left out."""
     rows = sorted((n for n, p in paired.items() if _finite(p["aulc_log2"].get("mean_diff"))),
                   key=lambda n: paired[n]["aulc_log2"]["mean_diff"])
     budgets = sorted({float(b) for n in rows for b in paired[n]["per_budget"]})
     values = np.full((len(rows), len(budgets)), np.nan)
-    stars = np.zeros(values.shape, dtype=bool)
+    stars = np.zeros(values.shape, dtype=int)
     for i, name in enumerate(rows):
         per = {float(b): d for b, d in paired[name]["per_budget"].items()}
         for j, b in enumerate(budgets):
             d = per.get(b)
             if d is not None and _finite(d.get("mean_diff")):
                 values[i, j] = d["mean_diff"]
-                stars[i, j] = bool(d.get("significant"))
+                stars[i, j] = 2 if d.get("significant_holm") else 1 if d.get("significant") else 0
     return rows, budgets, values, stars
 
 
@@ -134,14 +135,16 @@ def plot_paired(summary: dict[str, Any], path: Path) -> bool:
         hi = d["ci_high"] if _finite(d.get("ci_high")) else m
         colour = "tab:green" if d.get("significant") and m > 0 else "tab:red" if d.get("significant") else "0.45"
         forest.plot([lo, hi], [i, i], color=colour, lw=2)
-        # Filled marker: p < 0.05 (uncorrected); hollow: not significant.
-        forest.plot([m], [i], "o", color=colour, mfc=colour if d.get("significant") else "white", ms=7)
+        # Filled: p < 0.05 (uncorrected); a square: also after Holm over the settings; hollow: not significant.
+        forest.plot([m], [i], "s" if d.get("significant_holm") else "o", color=colour,
+                    mfc=colour if d.get("significant") else "white", ms=7)
     forest.axvline(0, color="k", lw=1)
+    forest.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(6))  # long tick labels: few ticks
     labels = [f"{n} (n={paired[n]['aulc_log2']['n']})" for n in rows]
     forest.set_yticks(y, labels, fontsize=8)
     forest.set_ylim(-0.6, len(rows) - 0.4)
     forest.set_xlabel(f"Δ log2 AULC vs {ref} (mean over seeds, bootstrap {summary['statistics']['ci']:.0%} CI)")
-    forest.set_title("filled: Wilcoxon p < 0.05 (uncorrected)", fontsize=9)
+    forest.set_title("filled: Wilcoxon p < 0.05 (uncorrected); square: also after Holm", fontsize=9)
     forest.grid(axis="x", alpha=0.3)
 
     if budgets:
@@ -152,13 +155,13 @@ def plot_paired(summary: dict[str, Any], path: Path) -> bool:
         for i in range(len(rows)):
             for j in range(len(budgets)):
                 if np.isfinite(values[i, j]):
-                    text = f"{values[i, j]:+.3f}" + ("*" if stars[i, j] else "")
+                    text = f"{values[i, j]:+.3f}" + "*" * stars[i, j]
                     grid.text(j, i, text, ha="center", va="center", fontsize=7,
                               fontweight="bold" if stars[i, j] else "normal")
         grid.set_xticks(range(len(budgets)), [f"{b:g}" for b in budgets], fontsize=8)
         grid.set_yticks(y, [])
         grid.set_xlabel("budget (queries)")
-        grid.set_title(f"Δ score vs {ref} per budget (*: p < 0.05)", fontsize=9)
+        grid.set_title(f"Δ score vs {ref} per budget (*: p < 0.05, **: also after Holm)", fontsize=9)
         fig.colorbar(image, ax=grid, fraction=0.04, pad=0.02)
     else:
         grid.axis("off")

@@ -9,6 +9,8 @@ noise. Everything here works on those per-seed differences ``d = a - b``:
 - :func:`seeds_needed`: how many seeds a paired test would need to resolve a given effect at the
   spread measured so far (normal approximation).
 - :func:`mean_ci`: a Student-t confidence interval for the mean of one setting's values.
+- :func:`holm`: Holm-Bonferroni adjusted p-values for a family of comparisons (several settings
+  against one reference), so a "winner" can be claimed at a family-wise error rate.
 
 Pure functions of numpy arrays (scipy for the test and the quantiles); nothing here reads files.
 """
@@ -149,3 +151,21 @@ def mean_ci(values: np.ndarray | list[float], ci: float = 0.95) -> tuple[float, 
         return None
     half = _st.t.ppf((1 + ci) / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
     return float(x.mean() - half), float(x.mean() + half)
+
+
+def holm(p_values: list[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values, in the order given; ``None`` (untested) stays ``None``.
+
+    With the ``m`` tested p-values sorted ascending, ``p_(i)`` becomes ``max_{j <= i} min(1, (m - j + 1) p_(j))``
+    (1-based ``j``); rejecting where the adjusted p < alpha controls the family-wise error rate at alpha,
+    and is never less powerful than plain Bonferroni (``m p``). E.g. ``[0.01, 0.04, 0.03]`` ->
+    ``[0.03, 0.06, 0.06]``.
+    """
+    tested = [(p, i) for i, p in enumerate(p_values) if p is not None and not math.isnan(p)]
+    out: list[float | None] = [None] * len(p_values)
+    m = len(tested)
+    running = 0.0
+    for rank, (p, i) in enumerate(sorted(tested)):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out

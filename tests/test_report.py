@@ -159,7 +159,9 @@ def test_summary_numbers(sweep: Path, tmp_path: Path):
     assert at30["seeds"] == [0, 1] and at30["mean_diff"] == pytest.approx((-0.1 + 0.4) / 2)
     assert at30["p_value"] == pytest.approx(1.0) and at30["significant"] is False
     assert set(s) == {"groups", "reference", "paired", "statistics", "warnings"}
-    assert s["statistics"]["multiple_comparisons"] == "uncorrected" and s["statistics"]["effect"] == 0.02
+    assert s["statistics"]["multiple_comparisons"].startswith("significant: uncorrected") and s["statistics"]["effect"] == 0.02
+    # One comparison: Holm leaves its p as is.
+    assert lin["p_holm"] == pytest.approx(lin["p_value"]) and at30["significant_holm"] is False
     assert any("not valid JSON" in w for w in s["warnings"]) and any("no records" in w for w in s["warnings"])
 
 
@@ -208,21 +210,42 @@ def test_no_paired_section_with_a_single_setting(tmp_path: Path):
     assert not (root / "paired.png").exists() and "paired.png" not in (root / "report.md").read_text()
 
 
+def test_holm_families_are_per_aulc_and_per_budget():
+    from dualstream.report import _adjust_holm
+
+    def block(p_log, p_lin, budgets):
+        return {"aulc_log2": {"p_value": p_log}, "aulc": {"p_value": p_lin},
+                "per_budget": {b: {"p_value": q} for b, q in budgets.items()}}
+
+    paired = {"a": block(0.01, 0.2, {"8": 0.01, "16": 0.04}), "b": block(0.04, None, {"8": 0.03}),
+              "c": block(0.03, 0.02, {"8": 0.5, "16": 0.01})}
+    _adjust_holm(paired)
+    assert [paired[n]["aulc_log2"]["p_holm"] for n in "abc"] == pytest.approx([0.03, 0.06, 0.06])
+    assert paired["b"]["aulc"]["p_holm"] is None  # untested: not in the family (m = 2)
+    assert [paired[n]["aulc"]["p_holm"] for n in "ac"] == pytest.approx([0.2, 0.04])
+    assert paired["c"]["aulc"]["significant_holm"] and paired["a"]["aulc_log2"]["significant_holm"]
+    assert not paired["b"]["aulc_log2"]["significant_holm"]  # p = 0.04 alone, 0.06 after Holm
+    # budget 8: three settings; budget 16: only a and c reached it
+    assert [paired[n]["per_budget"]["8"]["p_holm"] for n in "abc"] == pytest.approx([0.03, 0.06, 0.5])
+    assert [paired[n]["per_budget"]["16"]["p_holm"] for n in "ac"] == pytest.approx([0.04, 0.02])
+
+
 def test_paired_grid_rows_follow_the_forest_order():
     """The budget map's row i must be the forest plot's row i: both sorted by mean Δ log2 AULC."""
     def block(diff, per_budget):
         return {"aulc_log2": {"mean_diff": diff, "n": 3},
-                "per_budget": {b: {"mean_diff": d, "significant": sig} for b, (d, sig) in per_budget.items()}}
+                "per_budget": {b: {"mean_diff": d, "significant": sig > 0, "significant_holm": sig > 1}
+                               for b, (d, sig) in per_budget.items()}}
 
     paired = {
-        "a": block(0.05, {"8": (0.10, True), "16": (0.02, False)}),
-        "b": block(-0.03, {"8": (-0.04, False), "32": (-0.01, True)}),
-        "c": block(float("nan"), {"8": (0.0, False)}),  # no finite Δ: not drawn
+        "a": block(0.05, {"8": (0.10, 2), "16": (0.02, 0)}),
+        "b": block(-0.03, {"8": (-0.04, 0), "32": (-0.01, 1)}),
+        "c": block(float("nan"), {"8": (0.0, 0)}),  # no finite Δ: not drawn
     }
     rows, budgets, values, stars = paired_grid(paired)
     assert rows == ["b", "a"] and budgets == [8.0, 16.0, 32.0]
     np.testing.assert_array_equal(values, [[-0.04, np.nan, -0.01], [0.10, 0.02, np.nan]])
-    assert stars.tolist() == [[False, False, True], [True, False, False]]
+    assert stars.tolist() == [[0, 0, 1], [2, 0, 0]]
 
 
 def test_hydra_overrides_split_groups(tmp_path: Path):
@@ -369,9 +392,13 @@ def test_paired_block_and_significance_mark(ten_seeds: Path):
     assert ds_row.count("✱ significant at 0.05") == 2 and "not significant" not in ds_row
     ent_row = next(line for line in md.splitlines() if line.startswith("| entropy | 10 |") and "[" in line)
     assert ent_row.count("not significant") == 2 and "✱" not in ent_row
-    assert "uncorrected for multiple comparisons (2 comparisons here: Bonferroni would ask p < 0.025)" in md
+    assert "uncorrected for multiple comparisons (2 comparisons here: Bonferroni would ask p < 0.025;" in md
+    # Holm over the two settings: the smaller p doubles, the larger stays (it is already above).
+    assert ds["aulc_log2"]["p_holm"] == pytest.approx(4 / 1024) and ds["aulc_log2"]["significant_holm"] is True
+    assert ent["p_holm"] == pytest.approx(max(ent["p_value"], 4 / 1024)) and ent["significant_holm"] is False
     per_budget_row = [line for line in md.splitlines() if line.startswith("| dualstream |") and "(n=10, p=0.00195) ✱" in line]
-    assert len(per_budget_row) == 1 and per_budget_row[0].count("✱") == 4
+    # Significant at each of the 4 budgets, and still after Holm over the 2 settings there: ✱✱ each.
+    assert len(per_budget_row) == 1 and per_budget_row[0].count("✱✱") == per_budget_row[0].count("✱") / 2 == 4
 
 
 def test_reference_option_and_fallback(ten_seeds: Path, tmp_path: Path):

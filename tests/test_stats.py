@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dualstream.stats import mean_ci, paired_difference, seeds_needed
+from dualstream.stats import holm, mean_ci, paired_difference, seeds_needed
 
 
 def test_all_ten_differences_positive_gives_exact_wilcoxon_p():
@@ -110,3 +110,12 @@ def test_mean_ci_student_t_by_hand():
     assert (lo, hi) == pytest.approx((2 - half, 2 + half))
     assert mean_ci([1.0]) is None
     assert mean_ci([1.0, float("nan")]) is None
+
+
+def test_holm_by_hand():
+    # m = 3 tested: sorted 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04 -> monotone 0.06).
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    # Untested comparisons neither count towards m nor get a value; the cap is 1.
+    out = holm([None, 0.5, float("nan"), 0.02])
+    assert out[0] is None and out[2] is None and out[1:4:2] == pytest.approx([0.5, 0.04])
+    assert holm([0.6, 0.7]) == pytest.approx([1.0, 1.0]) and holm([]) == []
