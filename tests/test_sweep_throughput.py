@@ -29,16 +29,18 @@ def test_rates_by_hand(tmp_path, capsys):
     _run(tmp_path, "1_random_s1", "random", [0.0, 100.0, 100.0], ("2026-12-02 10:00:00,000", "2026-12-02 10:03:20,000"))
     _run(tmp_path, "2_dualstream_s0", "dualstream", [0.0, 150.0, 150.0], ("2026-12-02 10:01:40,000", "2026-12-02 10:07:40,000"),
          encoder=60.0)
+    _run(tmp_path, "3_random_s2", "random", [0.0, 30.0])  # killed after 2 of 3 rounds: not counted as finished
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "results.json").write_text("{not json")
-    m = sweep_throughput.measure(tmp_path, jobs=2)
-    assert m["runs"] == 3 and m["rounds_per_run"] == [3]
+    m = sweep_throughput.measure(tmp_path, jobs=2, total=10)
+    assert m["runs"] == 3 and m["rounds_per_run"] == [3] and m["in_progress"] == ["3_random_s2 (2/3 rounds)"]
     assert m["seconds_per_run_mean"] == pytest.approx((100 + 200 + 360) / 3)
     assert m["runs_per_hour"] == pytest.approx(3600 * 2 / 220)
     assert m["by_acquisition"]["random"]["seconds_per_run_mean"] == pytest.approx(150)
     assert m["by_acquisition"]["dualstream"]["runs_per_hour"] == pytest.approx(20.0)
     # 3 runs with logs from 10:00:00 to 10:07:40 = 460 s
     assert m["wall"]["runs_per_hour"] == pytest.approx(3 * 3600 / 460)
+    assert m["hours_left"] == pytest.approx(7 / (3 * 3600 / 460))  # 7 runs left at the wall-clock rate
     assert "skipping" in capsys.readouterr().err
 
 
