@@ -93,9 +93,10 @@ def dualstream_acquisition(
     ``screen_z``: a pixel-statistics quality screen before the two streams (``None`` = off). A
     candidate whose statistics (``view.extras["pixel_stats"]``) lie more than ``screen_z`` robust
     SDs from the pool's is taken only when too few others remain; its utility is reported as
-    ``-max|z|`` (below every kept candidate's, which lie in ``(0, 1]``). Why: the frozen embedding's
-    own outlier scores rank scattered defects well but cannot flag a *cluster* of identical ones (a
-    whole corrupted section looks typical to a kNN density); see ``experiments/scripts/artifact_audit.py``.
+    ``-max|z|`` (below every kept candidate's, which lie in ``(0, 1]``). Why pixel statistics and not the
+    frozen embedding: a whole corrupted section looks *typical* to its kNN density, and its LOF-style
+    outlier score, though it ranks defects well within a pool at large k, has no threshold that holds
+    across pools (``experiments/scripts/artifact_audit.py``, ``veto_calibration.py``; BENCHMARKS.md §3).
 
     ``mix``: fade ``beta`` with the labels (:func:`dualstream.acquisition.budget_mix.effective_beta`:
     full up to ``mix_start`` queried items, 0 from ``mix_end``, linear in ``log2 n`` between), so that
