@@ -9,6 +9,8 @@ from dualstream.acquisition.budget_mix import check_mix, effective_beta
 from dualstream.acquisition.diversity import select_by_utility
 from dualstream.acquisition.pixel_veto import pixel_outlying
 from dualstream.errors import ConfigError
+from dualstream.streams.bimodal import bimodal_upper
+from dualstream.streams.structure import embedding_structure
 
 
 def rank_percentile(values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -87,6 +89,10 @@ def dualstream_acquisition(
     mix: bool = False,
     mix_start: float = 8,
     mix_end: float = 64,
+    screen_embedding: bool = False,
+    screen_k: int = 200,
+    screen_separation: float = 3.0,
+    screen_max_share: float = 0.3,
 ) -> Selection:
     """Uncertain **and** typical, diverse within the batch (k-means in the frozen embedding).
 
@@ -98,6 +104,14 @@ def dualstream_acquisition(
     outlier score, though it ranks defects well within a pool at large k, has no threshold that holds
     across pools (``experiments/scripts/artifact_audit.py``, ``veto_calibration.py``; BENCHMARKS.md §3).
 
+    ``screen_embedding``: the data stream's own quality screen, alone or beside the pixel one: the
+    items of a clearly separate upper mode of the pool's LOF-style outlier score in the frozen
+    embedding (``screen_k`` neighbours; :func:`dualstream.streams.bimodal.bimodal_upper` with
+    ``screen_separation`` and ``screen_max_share``), treated like pixel-screened ones. The rule is
+    relative to the pool, so a clean pool (a skewed tail, no second mode) screens nothing; ``screen_k``
+    must exceed the largest group of near-identical defects (a corrupted section: 48 patches in the
+    benchmark). Defaults chosen on tuning pools (``experiments/scripts/veto_calibration.py``).
+
     ``mix``: fade ``beta`` with the labels (:func:`dualstream.acquisition.budget_mix.effective_beta`:
     full up to ``mix_start`` queried items, 0 from ``mix_end``, linear in ``log2 n`` between), so that
     uncertainty alone ranks at large budgets; the screen and the diversity step stay. Off by default.
@@ -105,14 +119,37 @@ def dualstream_acquisition(
     check_mix(mix_start, mix_end)
     utilities = dualstream_utility(view, effective_beta(beta, int(view.queried.sum()), mix, mix_start, mix_end), gate)
     screened = None
+    if screen_embedding:
+        screened = embedding_outliers(view.embedding, screen_k, screen_separation, screen_max_share)
+        hit = view.candidates[screened[view.candidates]]
+        utilities[hit] = -1.0  # below every kept candidate's utility, which lie in [0, 1]
     if screen_z is not None:
         if not screen_z > 0:
             raise ConfigError(f"acquisition.params.screen_z must be > 0 (robust SDs) or null (no screen), got {screen_z}")
         outlying = pixel_outlying(view, "dualstream")
-        screened = outlying > float(screen_z)
-        hit = view.candidates[screened[view.candidates]]
+        pixel = outlying > float(screen_z)
+        hit = view.candidates[pixel[view.candidates]]
         utilities[hit] = -outlying[hit]
+        screened = pixel if screened is None else screened | pixel
     return select_by_utility(view, utilities, batch_size, rng, diverse, factor, exclude=screened)
+
+
+def embedding_outliers(embedding: np.ndarray, k: int = 200, separation: float = 3.0, max_share: float = 0.3) -> np.ndarray:
+    """``(N,)`` bool: the upper mode of the pool's LOF-style outlier z in ``embedding`` ``(N, D)``, when
+    it is a clearly separate minority (:func:`dualstream.streams.bimodal.bimodal_upper`); else all False.
+
+    ``k`` is clamped to ``N - 1``; pools of fewer than 10 items are never screened (no mode to find).
+    """
+    n = len(embedding)
+    if not k >= 1 or not separation > 0 or not 0 < max_share < 1:
+        raise ConfigError(
+            "acquisition.params: need screen_k >= 1, screen_separation > 0 and 0 < screen_max_share < 1;"
+            f" got {k}, {separation}, {max_share}"
+        )
+    if n < 10:
+        return np.zeros(n, dtype=bool)
+    z = embedding_structure(embedding, k=min(int(k), n - 1)).outlier_z
+    return bimodal_upper(z, separation, max_share)[0]
 
 
 # Today's formula under a name that will not move when `dualstream` is switched to a newer one.
