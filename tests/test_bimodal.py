@@ -85,3 +85,16 @@ def test_bad_screen_parameters_are_one_config_error():
         embedding_outliers(np.zeros((20, 2)), k=0)
     with pytest.raises(ConfigError, match="screen_max_share"):
         embedding_outliers(np.zeros((20, 2)), max_share=1.5)
+
+
+def test_big_pools_are_warned_about_once(monkeypatch, caplog):
+    import dualstream.acquisition.core as core
+
+    monkeypatch.setattr(core, "EXACT_KNN_MAX", 100)
+    monkeypatch.setattr(core, "_warned_big_pool", False)
+    emb = blob_with_a_section()
+    with caplog.at_level("WARNING", logger="dualstream.acquisition.core"):
+        embedding_outliers(emb, k=60)
+        embedding_outliers(emb, k=60)
+    warnings = [r for r in caplog.records if "within k-means clusters" in r.getMessage()]
+    assert len(warnings) == 1 and "330 items" in warnings[0].getMessage()

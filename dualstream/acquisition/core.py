@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from dualstream.acquisition.base import PoolView, Selection, register
@@ -11,6 +13,8 @@ from dualstream.acquisition.pixel_veto import pixel_outlying
 from dualstream.errors import ConfigError
 from dualstream.streams.bimodal import bimodal_upper
 from dualstream.streams.structure import embedding_structure
+
+log = logging.getLogger(__name__)
 
 
 def rank_percentile(values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -134,11 +138,27 @@ def dualstream_acquisition(
     return select_by_utility(view, utilities, batch_size, rng, diverse, factor, exclude=screened)
 
 
+EXACT_KNN_MAX = 20_000  # embedding_screen's exact-kNN limit (embedding_structure's default)
+_warned_big_pool = False
+
+
+def _warn_big_pool(n: int) -> None:
+    global _warned_big_pool
+    _warned_big_pool = True
+    log.warning(
+        "screen_embedding on %d items: neighbours are searched within k-means clusters above %d items, so a group of"
+        " near-identical defects that fills its own cluster is not screened; use the pixel screen (screen_z) as well", n, EXACT_KNN_MAX
+    )
+
+
 def embedding_outliers(embedding: np.ndarray, k: int = 200, separation: float = 3.0, max_share: float = 0.3) -> np.ndarray:
     """``(N,)`` bool: the upper mode of the pool's LOF-style outlier z in ``embedding`` ``(N, D)``, when
     it is a clearly separate minority (:func:`dualstream.streams.bimodal.bimodal_upper`); else all False.
 
     ``k`` is clamped to ``N - 1``; pools of fewer than 10 items are never screened (no mode to find).
+    Measured on pools of 720 items (BENCHMARKS.md §3). Above ``EXACT_KNN_MAX`` items
+    :func:`embedding_structure` searches neighbours within k-means clusters, where a defect group that
+    fills a cluster of its own looks dense: the screen then misses it, and says so once in the log.
     """
     n = len(embedding)
     if not k >= 1 or not separation > 0 or not 0 < max_share < 1:
@@ -148,7 +168,9 @@ def embedding_outliers(embedding: np.ndarray, k: int = 200, separation: float = 
         )
     if n < 10:
         return np.zeros(n, dtype=bool)
-    z = embedding_structure(embedding, k=min(int(k), n - 1)).outlier_z
+    if n > EXACT_KNN_MAX and not _warned_big_pool:
+        _warn_big_pool(n)
+    z = embedding_structure(embedding, k=min(int(k), n - 1), exact_max=EXACT_KNN_MAX).outlier_z
     return bimodal_upper(z, separation, max_share)[0]
 
 
