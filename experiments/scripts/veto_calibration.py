@@ -55,10 +55,8 @@ def threshold_for(clean_scores: list[np.ndarray], rate: float) -> float:
 
 
 def flag_rates(score: np.ndarray, artifacts: np.ndarray, z: float) -> dict[str, float]:
-    """Share of artifacts and of clean items with ``score > z``."""
-    hit = np.nan_to_num(np.asarray(score, dtype=np.float64), nan=-np.inf) > z
-    return {"artifacts": float(hit[artifacts].mean()) if artifacts.any() else float("nan"),
-            "clean": float(hit[~artifacts].mean())}
+    """Share of artifacts and of clean items with ``score > z`` (NaN never flags)."""
+    return artifact_audit.flagged(np.nan_to_num(np.asarray(score, dtype=np.float64), nan=-np.inf) > z, artifacts)
 
 
 def calibrate(pools: dict[str, tuple[dict, np.ndarray]], ks: list[int], rate: float) -> dict:
@@ -92,7 +90,7 @@ def calibrate_modes(pools: dict[str, tuple[dict, np.ndarray]], ks: list[int], se
         rates, seps = {}, {}
         for exp, (scores, art) in pools.items():
             mask, fit = bimodal_upper(scores[name], separation, max_share)
-            rates[exp] = flag_rates(mask.astype(float), art, 0.5)
+            rates[exp] = artifact_audit.flagged(mask, art)
             seps[exp] = fit.separation
         per_k[k] = {"rates": rates, "separation": seps, **_summary(rates)}
     return {"per_k": per_k, "k": _choose(per_k)}
@@ -132,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     for exp, (s, a) in evaluate.items():
         mask, fit = bimodal_upper(s[mode_name], args.separation, args.max_share)
         held_out[exp] = {"lof_veto": flag_rates(s[name], a, cal["z"]),
-                         "mode_rule": {**flag_rates(mask.astype(float), a, 0.5), "separation": fit.separation},
+                         "mode_rule": {**artifact_audit.flagged(mask, a), "separation": fit.separation},
                          "pixel_veto": flag_rates(s["pixel statistics max |z|"], a, 3.5)}
 
     lines = [f"Tuning pools ({' '.join(args.tune_extra)}), threshold for <= {args.clean_rate:.1%} clean flagged per pool:", "",
