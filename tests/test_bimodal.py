@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -98,3 +100,12 @@ def test_big_pools_are_warned_about_once(monkeypatch, caplog):
         embedding_outliers(emb, k=60)
     warnings = [r for r in caplog.records if "within k-means clusters" in r.getMessage()]
     assert len(warnings) == 1 and "330 items" in warnings[0].getMessage()
+
+
+def test_structure_module_imports_first():
+    """streams.structure imports the acquisition package, which imports it back: either may load first."""
+    import subprocess
+
+    for module in ("dualstream.streams.structure", "dualstream.acquisition.core"):
+        done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr

@@ -12,7 +12,7 @@ from dualstream.acquisition.diversity import select_by_utility
 from dualstream.acquisition.pixel_veto import pixel_outlying
 from dualstream.errors import ConfigError
 from dualstream.streams.bimodal import bimodal_upper
-from dualstream.streams.structure import embedding_structure
+from dualstream.streams import structure as st  # module import: structure imports this package in turn
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +157,9 @@ def embedding_outliers(embedding: np.ndarray, k: int = 200, separation: float = 
 
     ``k`` is clamped to ``N - 1``; pools of fewer than 10 items are never screened (no mode to find).
     Measured on pools of 720 items (BENCHMARKS.md §3). Above ``EXACT_KNN_MAX`` items
-    :func:`embedding_structure` searches neighbours within k-means clusters, where a defect group that
-    fills a cluster of its own looks dense: the screen then misses it, and says so once in the log.
+    :func:`dualstream.streams.structure.embedding_structure` searches neighbours within k-means
+    clusters, where a defect group that fills a cluster of its own looks dense: the screen then misses
+    it, and says so once in the log.
     """
     n = len(embedding)
     if not k >= 1 or not separation > 0 or not 0 < max_share < 1:
@@ -170,7 +171,7 @@ def embedding_outliers(embedding: np.ndarray, k: int = 200, separation: float = 
         return np.zeros(n, dtype=bool)
     if n > EXACT_KNN_MAX and not _warned_big_pool:
         _warn_big_pool(n)
-    z = embedding_structure(embedding, k=min(int(k), n - 1), exact_max=EXACT_KNN_MAX).outlier_z
+    z = st.embedding_structure(embedding, k=min(int(k), n - 1), exact_max=EXACT_KNN_MAX).outlier_z
     return bimodal_upper(z, separation, max_share)[0]
 
 
