@@ -105,3 +105,19 @@ def test_mix_leaves_uncertainty_alone_late_and_keeps_the_screen():
     assert early[0] == early[1]
     with pytest.raises(ConfigError, match="mix_start < mix_end"):
         acquire("dualstream_screen", view, 2, np.random.default_rng(0), mix=True, mix_start=64, mix_end=8)
+
+
+def test_diverse_end_gives_the_plain_top_batch_from_that_many_labels():
+    view = typical_artifacts()  # 4 queried
+    late = PoolView(view.embedding, view.typicality, view.uncertainty, np.isin(np.arange(120), np.arange(60, 124)), view.extras)
+    kw = dict(screen_z=3.5, diverse_end=32)
+    # 60 queried >= 32: exactly what diverse=False picks (top-B by utility among the screened).
+    got = acquire("dualstream_screen", late, 8, np.random.default_rng(0), **kw)
+    top = acquire("dualstream_screen", late, 8, np.random.default_rng(0), screen_z=3.5, diverse=False)
+    assert got.indices.tolist() == top.indices.tolist()
+    assert got.indices.tolist() != acquire("dualstream_screen", late, 8, np.random.default_rng(0), screen_z=3.5).indices.tolist()
+    # 4 queried < 32: still the diverse batch.
+    early = [acquire("dualstream_screen", view, 8, np.random.default_rng(0), screen_z=3.5, **e).indices.tolist() for e in ({"diverse_end": 32}, {})]
+    assert early[0] == early[1]
+    with pytest.raises(ConfigError, match="diverse_end must be a label count"):
+        acquire("dualstream_screen", view, 2, np.random.default_rng(0), diverse_end=0)

@@ -97,6 +97,7 @@ def dualstream_acquisition(
     screen_k: int = 200,
     screen_separation: float = 3.0,
     screen_max_share: float = 0.3,
+    diverse_end: int | None = None,
 ) -> Selection:
     """Uncertain **and** typical, diverse within the batch (k-means in the frozen embedding).
 
@@ -119,9 +120,18 @@ def dualstream_acquisition(
     ``mix``: fade ``beta`` with the labels (:func:`dualstream.acquisition.budget_mix.effective_beta`:
     full up to ``mix_start`` queried items, 0 from ``mix_end``, linear in ``log2 n`` between), so that
     uncertainty alone ranks at large budgets; the screen and the diversity step stay. Off by default.
+
+    ``diverse_end``: from this many queried items on, the batch is the plain top-``B`` by utility (``None``:
+    diverse at every budget). Why: at 64 -> 128 labels the shortlist (``factor x B``) is nearly the
+    whole pool, so one pick per cluster becomes coverage sampling where uncertainty leads.
     """
     check_mix(mix_start, mix_end)
-    utilities = dualstream_utility(view, effective_beta(beta, int(view.queried.sum()), mix, mix_start, mix_end), gate)
+    n_queried = int(view.queried.sum())
+    if diverse_end is not None:
+        if not diverse_end >= 1:
+            raise ConfigError(f"acquisition.params.diverse_end must be a label count >= 1 or null (always diverse), got {diverse_end}")
+        diverse = diverse and n_queried < diverse_end
+    utilities = dualstream_utility(view, effective_beta(beta, n_queried, mix, mix_start, mix_end), gate)
     screened = None
     if screen_embedding:
         screened = embedding_outliers(view.embedding, screen_k, screen_separation, screen_max_share)
