@@ -108,9 +108,17 @@ def _hydra_message(err: Exception) -> str:
     cause = str(err.__cause__ or "")
     m = re.search(r"Could not (?:override|append to config) '([^']+)'", text)
     if m and ("not in struct" in cause or "not in struct" in text):
-        from dualstream.validate import suggest_key
+        from dualstream.validate import options_with_key, suggest_key
 
         key = m.group(1)
+        presets = options_with_key(key, str(CONF_DIR))
+        if presets:  # a real key of another preset: the group option composed at launch lacks it
+            group = key.split(".", 1)[0]
+            return (
+                f"{key}: not a key of the {group} preset composed at launch, only of {', '.join(presets)}; put"
+                f" {group}={presets[0]} (or another of those) on the command line: a sweep preset's own {group}"
+                " list is applied per job, after the command line is checked"
+            )
         return f"{key}: not a config key{suggest_key(key, str(CONF_DIR))}; fix the name (a new key on purpose: +{key}=...)"
     m = re.search(r"Could not find '([^']+)/([^']+)'", text)
     if m:

@@ -160,6 +160,24 @@ def known_keys(conf_dir: str | None = None) -> frozenset[str]:
     return frozenset(keys)
 
 
+def options_with_key(key: str, conf_dir: str | None = None) -> list[str]:
+    """Names of the presets of ``key``'s group that define it (``acquisition.params.mix`` ->
+    ``["dualstream_screen", "dualstream_v2"]``); ``[]`` when the key's head is not a group."""
+    root = Path(conf_dir) if conf_dir else _conf_dir()
+    group, _, rest = key.partition(".")
+    if not rest or not (root / group).is_dir() or group == "hydra":
+        return []
+    found = []
+    for path in sorted((root / group).glob("*.yaml")):
+        try:
+            node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        except Exception:  # noqa: BLE001  a broken preset is Hydra's error to report, not this helper's
+            continue
+        if f"{group}.{rest}" in _flatten(node, group):
+            found.append(path.stem)
+    return found
+
+
 def suggest_key(key: str, conf_dir: str | None = None) -> str:
     """`` (did you mean model.module.mc_samples?)`` for a key no config defines, or ``""``."""
     known = known_keys(conf_dir)

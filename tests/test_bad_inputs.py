@@ -144,6 +144,8 @@ HYDRA_CASES = [
     (["logger=bogus"], "logger=bogus"),
     (["acquisition=nope"], "acquisition=nope"),
     (["loop.batch=="], "loop.batch"),
+    # a key of another preset of the group (a sweep preset that selects it per job is applied after this check)
+    (["acquisition.params.mix=true"], "acquisition=dualstream_screen"),
 ]
 
 
