@@ -8,6 +8,7 @@ from dualstream.acquisition import (  # noqa: F401  (register the rest of the zo
     badge,
     coverage,
     density_weighted,
+    dualstream_herding,
     dualstream_v2,
     foreground_random,
     pixel_veto,

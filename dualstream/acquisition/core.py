@@ -132,20 +132,46 @@ def dualstream_acquisition(
             raise ConfigError(f"acquisition.params.diverse_end must be a label count >= 1 or null (always diverse), got {diverse_end}")
         diverse = diverse and n_queried < diverse_end
     utilities = dualstream_utility(view, effective_beta(beta, n_queried, mix, mix_start, mix_end), gate)
-    screened = None
-    if screen_embedding:
-        screened = embedding_outliers(view.embedding, screen_k, screen_separation, screen_max_share)
+    screened, penalty = quality_screen(view, screen_z, screen_embedding, screen_k, screen_separation, screen_max_share)
+    if screened is not None:
         hit = view.candidates[screened[view.candidates]]
-        utilities[hit] = -1.0  # below every kept candidate's utility, which lie in [0, 1]
+        utilities[hit] = penalty[hit]
+    return select_by_utility(view, utilities, batch_size, rng, diverse, factor, exclude=screened)
+
+
+def quality_screen(
+    view: PoolView,
+    screen_z: float | None,
+    screen_embedding: bool = False,
+    screen_k: int = 200,
+    screen_separation: float = 3.0,
+    screen_max_share: float = 0.3,
+    strategy: str = "dualstream",
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The items a quality screen rules out, and a utility to report for them.
+
+    Pixel screen (``screen_z`` robust SDs of ``view.extras["pixel_stats"]``; ``None`` = off) and/or the
+    embedding's pool-relative outlier mode (``screen_embedding``; :func:`embedding_outliers`).
+
+    Returns:
+        ``(screened (N,) bool, penalty (N,) float64)``, or ``(None, None)`` when both screens are off.
+        ``penalty`` is ``-max|z|`` of the pixel statistics where the pixel screen is on, else ``-1``:
+        below every utility in ``[0, 1]``, more negative for worse items.
+    """
+    if not screen_embedding and screen_z is None:
+        return None, None
+    screened = np.zeros(len(view), dtype=bool)
+    penalty = np.full(len(view), -1.0)
+    if screen_embedding:
+        screened |= embedding_outliers(view.embedding, screen_k, screen_separation, screen_max_share)
     if screen_z is not None:
         if not screen_z > 0:
             raise ConfigError(f"acquisition.params.screen_z must be > 0 (robust SDs) or null (no screen), got {screen_z}")
-        outlying = pixel_outlying(view, "dualstream")
+        outlying = pixel_outlying(view, strategy)
         pixel = outlying > float(screen_z)
-        hit = view.candidates[pixel[view.candidates]]
-        utilities[hit] = -outlying[hit]
-        screened = pixel if screened is None else screened | pixel
-    return select_by_utility(view, utilities, batch_size, rng, diverse, factor, exclude=screened)
+        penalty[pixel] = -outlying[pixel]
+        screened |= pixel
+    return screened, penalty
 
 
 EXACT_KNN_MAX = 20_000  # embedding_screen's exact-kNN limit (embedding_structure's default)

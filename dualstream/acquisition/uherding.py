@@ -122,6 +122,26 @@ def uherding_acquisition(
     Raises:
         ConfigError: ``sigma <= 0``, ``shortlist < 1`` or ``lazy_block < 1``.
     """
+    return herd(view, batch_size, rng, uncertainty_weights(view.uncertainty), view.candidates, sigma, k, sigma_sample, shortlist, lazy_block)
+
+
+def herd(
+    view: PoolView,
+    batch_size: int,
+    rng: np.random.Generator,
+    weights: np.ndarray,
+    candidates: np.ndarray,
+    sigma: float | None = None,
+    k: int = 10,
+    sigma_sample: int = 500,
+    shortlist: int = 1000,
+    lazy_block: int = 16,
+) -> Selection:
+    """The lazy-greedy herding of :func:`uherding_acquisition` with given ``weights`` ``(N,)`` (``w_i``)
+    over given ``candidates`` ``(M,)`` (a subset of ``view.candidates``, at least ``batch_size``).
+
+    Returns the picks in order; utilities are NaN on queried items, 0 on candidates not evaluated.
+    """
     if sigma is not None and not float(sigma) > 0:
         raise ConfigError(f"acquisition.params.sigma must be > 0 or null (auto), got {sigma}")
     if int(shortlist) < 1 or int(lazy_block) < 1:
@@ -130,8 +150,8 @@ def uherding_acquisition(
     xn = sq_norms(x)
     width = auto_sigma(x, k, rng, sigma_sample) if sigma is None else float(sigma)
     inv = 1.0 / (2.0 * width * width)
-    w = uncertainty_weights(view.uncertainty)
-    cand = view.candidates
+    w = np.asarray(weights, dtype=np.float64)
+    cand = np.asarray(candidates, dtype=np.int64)
     queried = np.flatnonzero(view.queried)
     coverage = np.zeros(len(view))
     if len(queried):
@@ -150,7 +170,7 @@ def uherding_acquisition(
 
     bound = kernel_gains(x, xn, w, coverage, short, inv)
     utilities = np.full(len(view), np.nan)
-    utilities[cand] = 0.0
+    utilities[view.candidates] = 0.0
     utilities[short] = bound
     fresh = np.ones(len(short), dtype=bool)
     alive = np.ones(len(short), dtype=bool)
