@@ -57,7 +57,7 @@ import sys
 from dataclasses import dataclass, field
 from numbers import Real
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -238,22 +238,29 @@ def _keep_one(group: Group, warnings: list[str] | None) -> None:
     group.runs = sorted(kept, key=lambda r: r.seed)
 
 
-def collect(sweep_dir: Path, warnings: list[str] | None = None) -> dict[str, Group]:
-    """Read every ``results.json`` under ``sweep_dir``, grouped by setting.
+def collect(
+    sweep_dir: Path | Sequence[Path], warnings: list[str] | None = None, ignore_keys: Sequence[str] = ()
+) -> dict[str, Group]:
+    """Read every ``results.json`` under ``sweep_dir`` (one directory or several), grouped by setting.
 
     A setting is the acquisition plus every override whose value differs between the runs found
     (seed excluded), so a sweep over ``acquisition x beta x seed`` gives one group per
-    ``(acquisition, beta)``. Unusable files are skipped and a seed found twice in a setting is kept
-    once, each with a warning on stderr, also appended to ``warnings`` when given.
+    ``(acquisition, beta)``. ``ignore_keys``: overrides left out of the setting (e.g. ``sweep`` when runs
+    of one setting were launched by different sweep presets). Unusable files are skipped and a seed
+    found twice in a setting is kept once, each with a warning on stderr, also appended to
+    ``warnings`` when given.
 
     Raises:
-        FileNotFoundError: the directory is missing or holds no usable results.
+        FileNotFoundError: a directory is missing, or none holds usable results.
     """
-    if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"{sweep_dir}: no such directory")
+    dirs = [Path(sweep_dir)] if isinstance(sweep_dir, (str, Path)) else [Path(d) for d in sweep_dir]
+    for d in dirs:
+        if not d.is_dir():
+            raise FileNotFoundError(f"{d}: no such directory")
+    sweep_dir = dirs[0] if len(dirs) == 1 else Path(" + ".join(str(d) for d in dirs))  # for the messages
     found = []
     skipped = 0
-    for path in sorted(sweep_dir.rglob(RESULTS_FILE)):
+    for path in sorted(p for d in dirs for p in d.rglob(RESULTS_FILE)):
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as err:
@@ -277,7 +284,8 @@ def collect(sweep_dir: Path, warnings: list[str] | None = None) -> dict[str, Gro
     found = [item for item in found if not item[1].get("full_pool")]
     if not found:
         raise FileNotFoundError(f"{sweep_dir}: only full-pool runs (loop.initial=all) below it; no learning curve to report")
-    keys = {k for _, _, o in found for k in o if not (k in IGNORED_KEYS or k.startswith(("hydra.", "paths.")))}
+    ignored = set(IGNORED_KEYS) | set(ignore_keys)
+    keys = {k for _, _, o in found for k in o if not (k in ignored or k.startswith(("hydra.", "paths.")))}
     varying = sorted(k for k in keys if len({o.get(k) for _, _, o in found}) > 1)
     groups: dict[str, Group] = {}
     for path, data, overrides in found:
@@ -651,35 +659,51 @@ def _render_paired(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, reference: str = DEFAULT_REFERENCE) -> Path:
-    """Aggregate ``sweep_dir`` and write ``report.md``, ``learning_curves.png``, ``paired.png`` (when there is a
-    paired comparison), ``summary.json``; return the report's path."""
-    sweep_dir = Path(sweep_dir)
-    out = Path(out_dir) if out_dir else sweep_dir
+def write_report(
+    sweep_dir: str | Path | Sequence[str | Path],
+    out_dir: str | Path | None = None,
+    reference: str = DEFAULT_REFERENCE,
+    ignore_keys: Sequence[str] = (),
+) -> Path:
+    """Aggregate ``sweep_dir`` (one directory or several: e.g. a benchmark's runs and a new strategy's) and write
+    ``report.md``, ``learning_curves.png``, ``paired.png`` (when there is a paired comparison), ``summary.json``
+    into ``out_dir`` (default: the sweep directory; required with several); return the report's path."""
+    dirs = [Path(sweep_dir)] if isinstance(sweep_dir, (str, Path)) else [Path(d) for d in sweep_dir]
+    if out_dir is None and len(dirs) > 1:
+        raise ValueError("several run directories: say where the report goes (--out DIR)")
+    out = Path(out_dir) if out_dir else dirs[0]
     warnings: list[str] = []
-    groups = collect(sweep_dir, warnings)  # first: a mistyped path must not be created
+    groups = collect(dirs, warnings, ignore_keys)  # first: a mistyped path must not be created
     summary = summarise(groups, reference, warnings)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(to_json(summary))
     plot_curves(summary, out / "learning_curves.png")
     drew_paired = plot_paired(summary, out / "paired.png")
     report = out / "report.md"
-    report.write_text(render_markdown(_strict(summary), sweep_dir, paired_figure=drew_paired))
+    title = dirs[0] if len(dirs) == 1 else Path(" + ".join(str(d) for d in dirs))
+    report.write_text(render_markdown(_strict(summary), title, paired_figure=drew_paired))
     return report
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="dualstream-report", description="Aggregate a sweep's results.json files.")
-    parser.add_argument("sweep_dir", type=Path, help="directory holding runs (searched recursively)")
+    parser.add_argument(
+        "sweep_dir", type=Path, nargs="+",
+        help="directory holding runs (searched recursively); several are read as one (then --out is required)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: the sweep directory)")
     parser.add_argument(
         "--reference", default=DEFAULT_REFERENCE,
         help=f"setting every other one is paired against (default: {DEFAULT_REFERENCE}; when absent: {FALLBACK_REFERENCE})",
     )
+    parser.add_argument(
+        "--ignore-key", action="append", default=[], metavar="KEY",
+        help="an override left out of the setting names (repeatable), e.g. sweep when one setting's runs came from different sweep presets",
+    )
     args = parser.parse_args(argv)
     try:
-        path = write_report(args.sweep_dir, args.out, args.reference)
-    except FileNotFoundError as err:
+        path = write_report(args.sweep_dir, args.out, args.reference, args.ignore_key)
+    except (FileNotFoundError, ValueError) as err:
         print(f"dualstream-report: error: {err}", file=sys.stderr)
         sys.exit(2)
     print(path)

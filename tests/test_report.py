@@ -262,6 +262,33 @@ def test_hydra_overrides_split_groups(tmp_path: Path):
     assert len(groups["dualstream [acquisition.beta=1.0]"].runs) == 2
 
 
+def test_several_directories_read_as_one_and_ignored_keys(tmp_path: Path, capsys):
+    # A benchmark's runs (launched by sweep=core10) and a new strategy's runs (launched by another preset).
+    bench, new = tmp_path / "bench", tmp_path / "new"
+    for root, acq, preset in ((bench, "random", "core10"), (new, "dualstream", "tuning")):
+        for seed in (0, 1):
+            run = root / f"{acq}_s{seed}"
+            (run / ".hydra").mkdir(parents=True)
+            (run / "results.json").write_text(json.dumps(_results(acq, seed)))
+            (run / ".hydra" / "overrides.yaml").write_text(f"- acquisition={acq}\n- seed={seed}\n- sweep={preset}\n")
+    groups = collect([bench, new])
+    assert sorted(groups) == ["dualstream [sweep=tuning]", "random [sweep=core10]"]
+    groups = collect([bench, new], ignore_keys=["sweep"])
+    assert sorted(groups) == ["dualstream", "random"] and len(groups["random"].runs) == 2
+    out = tmp_path / "out"
+    main([str(bench), str(new), "--out", str(out), "--ignore-key", "sweep", "--reference", "random"])
+    s = json.loads((out / "summary.json").read_text())
+    assert set(s["groups"]) == {"dualstream", "random"} and "dualstream" in s["paired"]
+    assert f"{bench} + {new}" in (out / "report.md").read_text().splitlines()[0]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:  # several directories: where the report goes must be said
+        main([str(bench), str(new)])
+    assert exc.value.code == 2 and "--out" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main([str(bench), str(tmp_path / "missing"), "--out", str(out)])
+    assert exc.value.code == 2 and "missing: no such directory" in capsys.readouterr().err
+
+
 def test_main_prints_path(sweep: Path, capsys):
     main([str(sweep)])
     assert capsys.readouterr().out.strip() == str(sweep / "report.md")
