@@ -238,6 +238,16 @@ def _keep_one(group: Group, warnings: list[str] | None) -> None:
     group.runs = sorted(kept, key=lambda r: r.seed)
 
 
+def _as_dirs(sweep_dir: str | Path | Sequence[str | Path]) -> list[Path]:
+    """One directory or several, as a list of paths."""
+    return [Path(sweep_dir)] if isinstance(sweep_dir, (str, Path)) else [Path(d) for d in sweep_dir]
+
+
+def _label(dirs: list[Path]) -> Path:
+    """How messages and the report's title name the runs' directories (``a + b`` for several)."""
+    return dirs[0] if len(dirs) == 1 else Path(" + ".join(str(d) for d in dirs))
+
+
 def collect(
     sweep_dir: Path | Sequence[Path], warnings: list[str] | None = None, ignore_keys: Sequence[str] = ()
 ) -> dict[str, Group]:
@@ -253,11 +263,11 @@ def collect(
     Raises:
         FileNotFoundError: a directory is missing, or none holds usable results.
     """
-    dirs = [Path(sweep_dir)] if isinstance(sweep_dir, (str, Path)) else [Path(d) for d in sweep_dir]
+    dirs = _as_dirs(sweep_dir)
     for d in dirs:
         if not d.is_dir():
             raise FileNotFoundError(f"{d}: no such directory")
-    sweep_dir = dirs[0] if len(dirs) == 1 else Path(" + ".join(str(d) for d in dirs))  # for the messages
+    sweep_dir = _label(dirs)  # for the messages
     found = []
     skipped = 0
     for path in sorted(p for d in dirs for p in d.rglob(RESULTS_FILE)):
@@ -668,7 +678,7 @@ def write_report(
     """Aggregate ``sweep_dir`` (one directory or several: e.g. a benchmark's runs and a new strategy's) and write
     ``report.md``, ``learning_curves.png``, ``paired.png`` (when there is a paired comparison), ``summary.json``
     into ``out_dir`` (default: the sweep directory; required with several); return the report's path."""
-    dirs = [Path(sweep_dir)] if isinstance(sweep_dir, (str, Path)) else [Path(d) for d in sweep_dir]
+    dirs = _as_dirs(sweep_dir)
     if out_dir is None and len(dirs) > 1:
         raise ValueError("several run directories: say where the report goes (--out DIR)")
     out = Path(out_dir) if out_dir else dirs[0]
@@ -680,8 +690,7 @@ def write_report(
     plot_curves(summary, out / "learning_curves.png")
     drew_paired = plot_paired(summary, out / "paired.png")
     report = out / "report.md"
-    title = dirs[0] if len(dirs) == 1 else Path(" + ".join(str(d) for d in dirs))
-    report.write_text(render_markdown(_strict(summary), title, paired_figure=drew_paired))
+    report.write_text(render_markdown(_strict(summary), _label(dirs), paired_figure=drew_paired))
     return report
 
 
