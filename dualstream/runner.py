@@ -159,6 +159,8 @@ def drive_loop(
         static = {"pixel_stats": pixel_statistics(items if whole else items[:, 0])}
         if getattr(stream, "neighbours", None) is not None:  # big pools: one search shared by every round
             static.update(zip(NEIGHBOUR_KEYS, stream.neighbours))
+        if getattr(stream, "screen_embedding", None) is not None:  # screen_encoder: what the embedding screen reads
+            static["screen_embedding"] = stream.screen_embedding
         loop = ActiveLearningLoop(
             items, stream, task, annotator, results.acquisition, cfg.acquisition.get("params") or {}, settings,
             results.seed, on_round=on_round, progress=bool(cfg.get("progress", True)), static_extras=static,

@@ -332,21 +332,42 @@ def check_annotator(cfg: DictConfig) -> None:
         )
 
 
-def check_encoder(cfg: DictConfig) -> None:
+def check_encoder(cfg: DictConfig, group: str = "encoder") -> None:
+    """The ``encoder`` config, or with ``group="screen_encoder"`` the screen's second encoder."""
     from dualstream.streams.data_stream import ENCODERS
 
-    name = _get(cfg, "encoder.name", None) or "simclr"
+    name = _get(cfg, f"{group}.name", None) or "simclr"
     if name not in ENCODERS:
-        raise ConfigError(f"encoder.name: unknown encoder {name!r}; choose one of {', '.join(sorted(ENCODERS))} (e.g. encoder=vae)")
-    check_int(cfg, "encoder.steps", 1)
-    check_int(cfg, "encoder.batch_size", 1)
-    check_int(cfg, "encoder.seed", 0, default=0)
-    check_int(cfg, "encoder.typicality_k", 1, default=20)
-    check_bool(cfg, "encoder.finetune", default=False)
-    check_int(cfg, "encoder.finetune_steps", 0, default=50)
-    check_int(cfg, "encoder.finetune_batch_size", 1, default=32)
-    check_number(cfg, "encoder.finetune_lr", 0.0, low_open=True, default=3e-4)
-    _check_kwargs(cfg, "encoder.module", ENCODERS[name], f"the {name} encoder")
+        raise ConfigError(f"{group}.name: unknown encoder {name!r}; choose one of {', '.join(sorted(ENCODERS))} (e.g. {group}=vae)")
+    check_int(cfg, f"{group}.steps", 1)
+    check_int(cfg, f"{group}.batch_size", 1)
+    check_int(cfg, f"{group}.seed", 0, default=0)
+    check_int(cfg, f"{group}.typicality_k", 1, default=20)
+    check_bool(cfg, f"{group}.finetune", default=False)
+    check_int(cfg, f"{group}.finetune_steps", 0, default=50)
+    check_int(cfg, f"{group}.finetune_batch_size", 1, default=32)
+    check_number(cfg, f"{group}.finetune_lr", 0.0, low_open=True, default=3e-4)
+    _check_kwargs(cfg, f"{group}.module", ENCODERS[name], f"the {name} encoder")
+
+
+def check_screen_encoder(cfg: DictConfig) -> None:
+    """``screen_encoder`` (optional): a valid, frozen, 2D encoder that the acquisition's embedding screen reads."""
+    if not _get(cfg, "screen_encoder", None):
+        return
+    check_encoder(cfg, "screen_encoder")
+    if check_bool(cfg, "screen_encoder.finetune", default=False):
+        from dualstream.streams.data_stream import FROZEN_SCREEN
+
+        raise ConfigError(FROZEN_SCREEN)
+    if int(_get(cfg, "data.patch_depth", 1) or 1) > 1:
+        raise ConfigError("screen_encoder is 2D only and data.patch_depth > 1; drop screen_encoder or use data.patch_depth=1")
+    params = _get(cfg, "acquisition.params", None) or {}
+    if not params.get("screen_embedding"):
+        raise ConfigError(
+            f"screen_encoder is set, but acquisition={_get(cfg, 'acquisition.name')} does not screen the embedding, so the second"
+            " encoder would train for nothing; add acquisition.params.screen_embedding=true (dualstream_screen, dualstream_herding)"
+            " or drop screen_encoder"
+        )
 
 
 def check_model(cfg: DictConfig) -> None:
@@ -543,6 +564,7 @@ def validate(cfg: DictConfig, run_dir: str | Path | None = None, check_files: bo
     check_data(cfg, check_files)
     check_loop(cfg)
     check_encoder(cfg)
+    check_screen_encoder(cfg)
     check_model(cfg)
     check_acquisition(cfg)
     check_trainer(cfg)

@@ -92,6 +92,12 @@ CONFIG_CASES = [
     (["encoder.batch_size=0"], "encoder.batch_size"),
     (["encoder.typicality_k=0"], "encoder.typicality_k"),
     (["+encoder.module.widht=8"], "encoder.module.widht"),
+    # a second encoder for the screen: only with a strategy that screens the embedding, frozen, valid
+    (["screen_encoder=vae"], "acquisition.params.screen_embedding=true"),
+    (["acquisition=dualstream_screen", "acquisition.params.screen_embedding=true", "screen_encoder=vae",
+      "screen_encoder.finetune=true"], "screen_encoder.finetune"),
+    (["acquisition=dualstream_screen", "acquisition.params.screen_embedding=true", "screen_encoder=vae",
+      "screen_encoder.steps=0"], "screen_encoder.steps"),
     (["model.steps=0"], "model.steps"),
     (["model.steps=abc"], "model.steps"),
     (["model.batch_size=0"], "model.batch_size"),
@@ -386,6 +392,8 @@ def _presets() -> list[list[str]]:
     out += [[f"sweep={p.stem}"] for p in sorted((root / "sweeps").glob("*.yaml"))]
     out += [[f"acquisition={p.stem}"] for p in sorted((Path(cli.CONF_DIR) / "acquisition").glob("*.yaml"))]
     out += [["encoder=vae"], ["task=detect"], ["logger=csv"]]
+    out += [[f"screen_encoder={p.stem}", "acquisition=dualstream_screen", "acquisition.params.screen_embedding=true"]
+            for p in sorted((Path(cli.CONF_DIR) / "screen_encoder").glob("*.yaml"))]
     return out
 
 

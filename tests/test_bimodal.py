@@ -82,6 +82,24 @@ def test_dualstream_with_the_embedding_screen_skips_the_section():
     assert (sel.utilities[300:] == -1.0).all()
 
 
+def test_the_screen_reads_a_second_encoder_when_the_run_has_one():
+    """screen_encoder: the veto looks at extras["screen_embedding"], the weight at the embedding."""
+    with_section = blob_with_a_section()
+    n = len(with_section)
+    clean = np.random.default_rng(1).normal(size=(n, 8)).astype(np.float32)  # no outlying group
+    typ, unc = np.ones(n), np.linspace(0.1, 0.5, n)
+    unc[300:] = 1.0
+    kw = dict(diverse=False, screen_z=None, screen_embedding=True, screen_k=60)
+    # The weight's embedding sees nothing odd, the screen's sees the section: screened.
+    view = PoolView(clean, typ, unc, np.zeros(n, dtype=bool), {"screen_embedding": with_section})
+    sel = acquire("dualstream_screen", view, 5, np.random.default_rng(0), **kw)
+    assert (sel.indices < 300).all() and (sel.utilities[300:] == -1.0).all()
+    # And the other way round: an outlying group in the weight's embedding only is not screened.
+    view = PoolView(with_section, typ, unc, np.zeros(n, dtype=bool), {"screen_embedding": clean})
+    sel = acquire("dualstream_screen", view, 5, np.random.default_rng(0), **kw)
+    assert (sel.indices >= 300).all() and not (sel.utilities == -1.0).any()
+
+
 def test_bad_screen_parameters_are_one_config_error():
     with pytest.raises(ConfigError, match="screen_k >= 1, screen_separation > 0 and 0 < screen_max_share < 1"):
         embedding_outliers(np.zeros((20, 2)), k=0)

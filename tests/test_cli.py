@@ -39,6 +39,29 @@ def test_one_run_writes_results_and_csv_log(tmp_path, tiny_overrides):
     assert (run_dir / "csv" / "metrics.csv").exists()
 
 
+def test_a_second_encoder_for_the_screen_trains_once_and_is_shared(tmp_path, tiny_overrides):
+    """screen_encoder=vae: SimCLR stays the weight, a VAE is trained (and cached) for the screen; a later
+    encoder=vae run of the same seed loads that VAE instead of training its own."""
+    small = ["screen_encoder.steps=3", "screen_encoder.batch_size=16"]
+    both = dualstream(
+        *tiny_overrides, "logger=none", f"hydra.run.dir={tmp_path / 'both'}", "acquisition=dualstream_screen",
+        "acquisition.params.screen_embedding=true", "acquisition.params.screen_k=20", "screen_encoder=vae", *small, cwd=tmp_path,
+    )
+    assert both.returncode == 0, both.stderr[-3000:]
+    assert "second encoder (vae) for the quality screen" in both.stdout
+    entries = {json.loads(m.read_text())["encoder"]["name"] for m in (tmp_path / "cache" / "encoders").glob("*/meta.json")}
+    assert entries == {"simclr", "vae"}
+    results = json.loads((tmp_path / "both" / "results.json").read_text())
+    assert results["config"]["screen_encoder"]["name"] == "vae" and len(results["records"]) == 2
+    vae = dualstream(
+        *tiny_overrides, "logger=none", f"hydra.run.dir={tmp_path / 'vae'}", "encoder=vae", "encoder.steps=3",
+        "encoder.batch_size=16", "loop.rounds=0", cwd=tmp_path,
+    )
+    assert vae.returncode == 0, vae.stderr[-3000:]
+    assert "loaded encoder embedding" in vae.stdout
+    assert len(list((tmp_path / "cache" / "encoders").glob("*/meta.json"))) == 2
+
+
 def test_wandb_is_offline_by_default(tmp_path, tiny_overrides):
     run_dir = tmp_path / "run"
     proc = dualstream(*tiny_overrides, "loop.rounds=0", f"hydra.run.dir={run_dir}", cwd=tmp_path)

@@ -151,7 +151,9 @@ def quality_screen(
     """The items a quality screen rules out, and a utility to report for them.
 
     Pixel screen (``screen_z`` robust SDs of ``view.extras["pixel_stats"]``; ``None`` = off) and/or the
-    embedding's pool-relative outlier mode (``screen_embedding``; :func:`embedding_outliers`).
+    embedding's pool-relative outlier mode (``screen_embedding``; :func:`embedding_outliers`), in
+    ``view.extras["screen_embedding"]`` (a second encoder, config ``screen_encoder``) when present,
+    else in ``view.embedding``.
 
     Returns:
         ``(screened (N,) bool, penalty (N,) float64)``, or ``(None, None)`` when both screens are off.
@@ -163,7 +165,9 @@ def quality_screen(
     screened = np.zeros(len(view), dtype=bool)
     penalty = np.full(len(view), -1.0)
     if screen_embedding:
-        screened |= embedding_outliers(view.embedding, screen_k, screen_separation, screen_max_share)
+        # A second encoder's embedding when the run has one (screen_encoder): one stream as veto, one as weight.
+        space = view.extras.get("screen_embedding", view.embedding)
+        screened |= embedding_outliers(space, screen_k, screen_separation, screen_max_share)
     if screen_z is not None:
         if not screen_z > 0:
             raise ConfigError(f"acquisition.params.screen_z must be > 0 (robust SDs) or null (no screen), got {screen_z}")

@@ -56,6 +56,8 @@ FEATURES: dict[str, Callable[[Any, torch.Tensor], torch.Tensor]] = {
 #: (and start from the same embedding; typicality is recomputed from it).
 POST_TRAINING_KEYS = frozenset({"finetune", "finetune_steps", "finetune_batch_size", "finetune_lr", "typicality_k"})
 
+FROZEN_SCREEN = "screen_encoder.finetune=true: the screen's encoder stays frozen (it is the fixed reference); set it to false"
+
 
 @dataclass
 class DataStream:
@@ -72,6 +74,9 @@ class DataStream:
             them again (``N >= knn.EXACT_BELOW``; ``None`` below): handed to every acquisition in
             ``PoolView.extras`` (:data:`~dualstream.streams.knn.NEIGHBOUR_KEYS`) and cached on disk
             beside the embedding, so TypiClust, ProbCover and the typicality pass share one search.
+        screen_embedding: ``(N, D')`` float32 of a second frozen encoder (``screen_encoder``), read by
+            the embedding quality screen only; ``None``: the screen reads ``embedding``
+            (:func:`fit_pool_streams`).
     """
 
     embedding: np.ndarray
@@ -80,6 +85,7 @@ class DataStream:
     from_cache: bool
     key: str
     neighbours: tuple[np.ndarray, np.ndarray] | None = None
+    screen_embedding: np.ndarray | None = None
 
 
 def encoder_name(encoder_cfg: Mapping[str, Any]) -> str:
@@ -436,3 +442,33 @@ def fit_data_stream(
         # meta.json is written last: its presence marks a complete entry.
         meta_path.write_text(json.dumps({"seconds": seconds, "seed": seed, "encoder": dict(encoder_cfg)}, default=str))
     return stream(emb, seconds, False, module)
+
+
+def fit_pool_streams(
+    images: np.ndarray,
+    encoder_cfg: Mapping[str, Any],
+    screen_cfg: Mapping[str, Any] | None,
+    trainer_cfg: Mapping[str, Any],
+    cache_dir: str | Path | None = None,
+) -> DataStream:
+    """The data stream of ``encoder_cfg``, and with ``screen_cfg`` a second frozen encoder for the screen.
+
+    One encoder as the weight, the other as the veto (issue 10): ``encoder`` gives typicality, the
+    coverage space and the diversity step; ``screen_encoder`` (``screen_cfg``) is trained once on the
+    same patches and only its embedding is screened for outliers (``DataStream.screen_embedding``,
+    handed to acquisitions as ``PoolView.extras["screen_embedding"]``). It is never fine-tuned. Each
+    encoder is cached under its own key, so it is shared with runs that use it as their ``encoder``.
+
+    Args:
+        images: ``(N, P, P)`` float32 pool patches.
+        encoder_cfg, screen_cfg: ``encoder`` and ``screen_encoder`` configs (``screen_cfg`` ``None``: no
+            second encoder); each trains with its own ``seed``.
+    """
+    stream = fit_data_stream(images, encoder_cfg, trainer_cfg, int(encoder_cfg.get("seed", 0)), cache_dir)
+    if screen_cfg:
+        if screen_cfg.get("finetune"):
+            raise ConfigError(FROZEN_SCREEN)
+        log.info("data stream: second encoder (%s) for the quality screen", encoder_name(screen_cfg))
+        screen = fit_data_stream(images, screen_cfg, trainer_cfg, int(screen_cfg.get("seed", 0)), cache_dir)
+        stream.screen_embedding = screen.embedding
+    return stream

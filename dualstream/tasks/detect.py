@@ -103,7 +103,7 @@ def proposal_stage(cfg: Any) -> ProposalStage:
 
 
 def prepare(cfg: Any, run_dir: str | Path) -> "TaskSetup":
-    from dualstream.streams.data_stream import fit_data_stream
+    from dualstream.streams.data_stream import fit_pool_streams
     from dualstream.streams.verification_stream import VerificationStream
     from dualstream.tasks import TaskSetup
 
@@ -168,7 +168,7 @@ def prepare(cfg: Any, run_dir: str | Path) -> "TaskSetup":
     def streams():
         # Data stream: the frozen encoder sees the image channel only (what a proposal looks like, not
         # what the detector thought of it), so typicality stays independent of the task stream.
-        stream = fit_data_stream(pool.crops[:, 0], cfg.encoder, cfg.trainer, int(cfg.encoder.seed), cache_dir)
+        stream = fit_pool_streams(pool.crops[:, 0], cfg.encoder, cfg.get("screen_encoder"), cfg.trainer, cache_dir)
         return stream, VerificationStream(
             task_cfg.verifier, cfg.trainer, pool.crops, test, test_objects.centroids_nm, metric=str(task_cfg.metric)
         )

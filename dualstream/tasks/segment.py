@@ -59,7 +59,7 @@ def networks_for_depth(cfg: Any, depth: int) -> tuple[Any, Any]:
 
 
 def prepare(cfg: Any, run_dir: str | Path) -> "TaskSetup":
-    from dualstream.streams.data_stream import fit_data_stream
+    from dualstream.streams.data_stream import fit_pool_streams
     from dualstream.streams.task_stream import TaskStream
     from dualstream.tasks import TaskSetup
 
@@ -101,7 +101,7 @@ def prepare(cfg: Any, run_dir: str | Path) -> "TaskSetup":
 
     def streams():
         cache = cfg.paths.get("cache_dir")
-        stream = fit_data_stream(pool.images, encoder_cfg, cfg.trainer, int(cfg.encoder.seed), cache)
+        stream = fit_pool_streams(pool.images, encoder_cfg, cfg.get("screen_encoder"), cfg.trainer, cache)
         # Round 0 (the seed's random initial set) is the same fit for every acquisition: train it once.
         fits = Path(cache) / "fits" if cache else None
         return stream, TaskStream(model_cfg, cfg.trainer, pool.images, test_images, test_labels, fit_cache=fits)
