@@ -449,6 +449,9 @@ def summarise(
             paired[name] = blocks
     _adjust_holm(paired)
     out["paired"] = paired
+    proposals = _proposal_counts(groups)
+    if proposals:
+        out["proposals"] = proposals
     out["statistics"] = {
         "spread": "sample standard deviation over seeds (ddof=1); null with one seed",
         "group_ci": f"Student-t {CI:.0%} interval of the mean log2 AULC",
@@ -464,6 +467,32 @@ def summarise(
     }
     out["warnings"] = list(warnings or [])
     return out
+
+
+def _proposal_counts(groups: dict[str, Group]) -> dict[str, Any] | None:
+    """Detect runs: the detector's pool proposals per seed and their spread (issue 10's stability target).
+
+    The detector depends on the seed only, so every strategy of a seed should see the same count; a
+    seed with different counts (other detector settings mixed into the report) is listed in ``mixed``.
+    ``None`` when no run records ``n_proposals_pool``.
+    """
+    per_seed: dict[int, set[int]] = {}
+    for name, g in groups.items():
+        if name == FULL_POOL:
+            continue
+        for r in g.runs:
+            if _is_number(r.data.get("n_proposals_pool")):
+                per_seed.setdefault(r.seed, set()).add(int(r.data["n_proposals_pool"]))
+    if not per_seed:
+        return None
+    counts = {seed: min(v) for seed, v in sorted(per_seed.items())}
+    mean = float(np.mean(list(counts.values())))
+    return {
+        "per_seed": {str(s): c for s, c in counts.items()},
+        "mean": mean,
+        "largest_deviation": float(max(abs(c - mean) for c in counts.values()) / mean) if mean else None,
+        "mixed": sorted(s for s, v in per_seed.items() if len(v) > 1),
+    }
 
 
 def _adjust_holm(paired: dict[str, Any]) -> None:
@@ -602,6 +631,17 @@ def render_markdown(summary: dict[str, Any], sweep_dir: Path, paired_figure: boo
         for name, g in groups.items():
             fm = g.get("final_metrics", {})
             lines.append(f"| {name} | " + " | ".join(_fmt(fm[k]["mean"], fm[k]["std"], 2 if k.endswith("_nm") else 3) if k in fm else "" for k in metric_keys) + " |")
+    props = summary.get("proposals")
+    if props:
+        seeds = ", ".join(f"{s}: {c}" for s, c in props["per_seed"].items())
+        m = props["mixed"]
+        mixed = (f" {'Seeds' if len(m) > 1 else 'Seed'} {', '.join(map(str, m))} {'have' if len(m) > 1 else 'has'} different"
+                 " counts in different settings (other detector settings mixed in); the smallest is shown.") if m else ""
+        lines += [
+            "",
+            f"Detector proposals in the pool per seed ({seeds}): mean {props['mean']:.0f}, largest deviation from the"
+            f" mean {_opt(_pct(props['largest_deviation']), '.0f')}%.{mixed}",
+        ]
     lines += _render_paired(summary)
     if paired_figure:
         lines += ["", "![paired differences](paired.png)"]

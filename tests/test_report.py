@@ -575,3 +575,26 @@ def test_a_lone_unfinished_run_is_incomplete_by_its_own_config(tmp_path):
     assert g["complete_seeds"] == [] and g["incomplete_runs"] == [str(root / "1_dualstream_s0")]
     assert any("dualstream" in w and "rounds of 4" in w for w in summary["warnings"])
     assert summary["groups"]["random"]["complete_seeds"] == [0]
+
+
+def test_detect_proposal_counts_per_seed_and_their_spread(tmp_path: Path):
+    """Detect runs record the detector's pool proposals; the report gives them per seed with the largest
+    deviation from the mean (issue 10's stability target), and flags a seed whose count differs by setting."""
+    root = tmp_path / "sweep"
+    counts = {0: 100, 1: 150, 2: 125}
+    for seed, n in counts.items():
+        _write_run(root, f"random_{seed}", "random", seed, zip(DOUBLING, CURVE), n_proposals_pool=n)
+        _write_run(root, f"dualstream_{seed}", "dualstream", seed, zip(DOUBLING, CURVE), n_proposals_pool=n + (7 if seed == 2 else 0))
+    write_report(root)
+    s = _strict_load(root / "summary.json")["proposals"]
+    assert s["per_seed"] == {"0": 100, "1": 150, "2": 125} and s["mean"] == pytest.approx(125.0)
+    assert s["largest_deviation"] == pytest.approx(0.2) and s["mixed"] == [2]
+    text = (root / "report.md").read_text()
+    assert "(0: 100, 1: 150, 2: 125): mean 125, largest deviation from the mean 20%" in text
+    assert "Seed 2 has different counts" in text
+    # Segmentation runs have no proposals: no such line, no key.
+    plain = tmp_path / "plain"
+    _write_run(plain, "random_0", "random", 0, zip(DOUBLING, CURVE))
+    write_report(plain)
+    assert "proposals" not in _strict_load(plain / "summary.json")
+    assert "Detector proposals" not in (plain / "report.md").read_text()
