@@ -139,6 +139,19 @@ def _flatten(node: Any, prefix: str) -> Iterable[str]:
             yield from _flatten(v, path)
 
 
+def _group_file(path: Path, root: Path) -> Any:
+    """A group file's content, with the configs it pulls in whole (``defaults: - /encoder/vae@_here_``,
+    as ``conf/screen_encoder/vae.yaml`` does) merged in, so their keys count as the group's."""
+    node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    merged: dict[str, Any] = {}
+    for entry in (node or {}).get("defaults", []) if isinstance(node, dict) else []:
+        if isinstance(entry, str) and entry.startswith("/") and entry.endswith("@_here_"):
+            source = root / f"{entry[1:-len('@_here_')]}.yaml"
+            if source.is_file():
+                merged.update(OmegaConf.to_container(OmegaConf.load(source), resolve=False) or {})
+    return {**merged, **node} if isinstance(node, dict) else node
+
+
 @lru_cache(maxsize=4)
 def known_keys(conf_dir: str | None = None) -> frozenset[str]:
     """Every dotted key some file of ``conf/`` defines (``model.module.mc_samples``, ``seed``, ...).
@@ -153,7 +166,7 @@ def known_keys(conf_dir: str | None = None) -> frozenset[str]:
         keys.add(group.name)
         for path in group.glob("*.yaml"):
             try:
-                node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+                node = _group_file(path, root)
             except Exception:  # noqa: BLE001  a broken preset is Hydra's error to report, not this helper's
                 continue
             keys.update(_flatten(node, group.name))
@@ -170,7 +183,7 @@ def options_with_key(key: str, conf_dir: str | None = None) -> list[str]:
     found = []
     for path in sorted((root / group).glob("*.yaml")):
         try:
-            node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+            node = _group_file(path, root)
         except Exception:  # noqa: BLE001  a broken preset is Hydra's error to report, not this helper's
             continue
         if f"{group}.{rest}" in _flatten(node, group):

@@ -152,6 +152,8 @@ HYDRA_CASES = [
     (["loop.batch=="], "loop.batch"),
     # a key of another preset of the group (a sweep preset that selects it per job is applied after this check)
     (["acquisition.params.mix=true"], "acquisition=dualstream_screen"),
+    # the same for a group whose presets pull their keys in from another group (screen_encoder <- encoder)
+    (["screen_encoder.steps=3"], "screen_encoder=simclr"),
 ]
 
 
