@@ -83,6 +83,23 @@ def test_fit_data_stream_vae_embeds_and_caches(tmp_path):
     assert simclr.key != first.key and simclr.embedding.shape == (20, 8)
 
 
+def test_pool_streams_give_the_screen_a_second_frozen_encoder(tmp_path):
+    """fit_pool_streams: SimCLR as the weight, the VAE's embedding for the screen (cached on its own key, so
+    a run with encoder=vae loads it); a fine-tuned screen encoder is refused before anything trains."""
+    from dualstream.streams.data_stream import fit_pool_streams
+
+    images, _ = _blobs(20)
+    alone = fit_pool_streams(images, _cfg("simclr"), None, CPU, tmp_path)
+    assert alone.screen_embedding is None
+    both = fit_pool_streams(images, _cfg("simclr"), _cfg("vae"), CPU, tmp_path)
+    vae = fit_data_stream(images, _cfg("vae"), CPU, seed=0, cache_dir=tmp_path)
+    assert vae.from_cache and np.array_equal(both.screen_embedding, vae.embedding)
+    assert np.array_equal(both.embedding, alone.embedding)  # the weight's stream is untouched
+    with pytest.raises(ConfigError, match="screen_encoder.finetune"):
+        fit_pool_streams(images, _cfg("simclr"), _cfg("vae", finetune=True), CPU, tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+
+
 def test_unknown_encoder_is_a_config_error():
     images, _ = _blobs(4)
     with pytest.raises(ConfigError) as err:

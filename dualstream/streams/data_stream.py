@@ -464,10 +464,10 @@ def fit_pool_streams(
         encoder_cfg, screen_cfg: ``encoder`` and ``screen_encoder`` configs (``screen_cfg`` ``None``: no
             second encoder); each trains with its own ``seed``.
     """
+    if screen_cfg and screen_cfg.get("finetune"):  # before any training
+        raise ConfigError(FROZEN_SCREEN)
     stream = fit_data_stream(images, encoder_cfg, trainer_cfg, int(encoder_cfg.get("seed", 0)), cache_dir)
     if screen_cfg:
-        if screen_cfg.get("finetune"):
-            raise ConfigError(FROZEN_SCREEN)
         log.info("data stream: second encoder (%s) for the quality screen", encoder_name(screen_cfg))
         screen = fit_data_stream(images, screen_cfg, trainer_cfg, int(screen_cfg.get("seed", 0)), cache_dir)
         stream.screen_embedding = screen.embedding
