@@ -51,6 +51,7 @@ found twice in one setting are warned about on stderr and in ``report.md``.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import sys
@@ -222,6 +223,49 @@ IGNORED_KEYS = (
 )
 
 
+def _recorded_params(data: dict[str, Any]) -> dict[str, str]:
+    """The run's acquisition parameters as its config recorded them, a missing one at the strategy's
+    default (a key added to a preset later means the default), each as a JSON string for comparing."""
+    cfg = data.get("config") if isinstance(data.get("config"), dict) else {}
+    acq = cfg.get("acquisition") if isinstance(cfg.get("acquisition"), dict) else {}
+    recorded = acq.get("params") if isinstance(acq.get("params"), dict) else {}
+    defaults: dict[str, Any] = {}
+    try:
+        from dualstream.acquisition import REGISTRY
+
+        fn = REGISTRY.get(str(data.get("acquisition")))
+        if fn is not None:
+            rest = list(inspect.signature(fn).parameters.values())[3:]
+            defaults = {q.name: q.default for q in rest if q.default is not inspect.Parameter.empty}
+    except (ImportError, TypeError, ValueError):  # a user strategy that is not registered here
+        defaults = {}
+    return {k: json.dumps(v, sort_keys=True, default=str) for k, v in {**defaults, **recorded}.items()}
+
+
+def _differing_params(found: list[tuple[Path, Any, dict[str, str]]], params: list[dict[str, str]], known: set[str]) -> dict[str, list[str]]:
+    """``acquisition -> parameter names`` whose recorded values differ between runs of that strategy
+    although no override says so (a preset edited between runs, a default changed): without them
+    in the setting's name, different computations would be merged into one setting."""
+    by_acq: dict[str, list[dict[str, str]]] = {}
+    for (_, data, _), p in zip(found, params):
+        by_acq.setdefault(str(data.get("acquisition", "?")), []).append(p)
+    out = {}
+    for acq, ps in by_acq.items():
+        names = sorted({k for p in ps for k in p})
+        keys = [k for k in names if len({p.get(k) for p in ps}) > 1 and f"acquisition.params.{k}" not in known and "acquisition.params" not in known]
+        if keys:
+            out[acq] = keys
+    return out
+
+
+def _show(value: str | None) -> str:
+    """A recorded parameter (JSON string) as an override would spell it: ``null``, ``True``, ``3.5``."""
+    if value is None:
+        return "unset"
+    v = json.loads(value)
+    return "null" if v is None else str(v)
+
+
 def _keep_one(group: Group, warnings: list[str] | None) -> None:
     """Keep one run per seed: the most complete, then the most recently written, then the later path."""
     by_seed: dict[int, list[Run]] = {}
@@ -255,7 +299,9 @@ def collect(
 
     A setting is the acquisition plus every override whose value differs between the runs found
     (seed excluded), so a sweep over ``acquisition x beta x seed`` gives one group per
-    ``(acquisition, beta)``. ``ignore_keys``: overrides left out of the setting (e.g. ``sweep`` when runs
+    ``(acquisition, beta)``; and every acquisition parameter whose recorded value differs between runs
+    of one strategy with no override saying so (a preset's defaults changed between them), so that
+    different computations are never merged under one name. ``ignore_keys``: overrides left out of the setting (e.g. ``sweep`` when runs
     of one setting were launched by different sweep presets). Unusable files are skipped and a seed
     found twice in a setting is kept once, each with a warning on stderr, also appended to
     ``warnings`` when given.
@@ -297,9 +343,12 @@ def collect(
     ignored = set(IGNORED_KEYS) | set(ignore_keys)
     keys = {k for _, _, o in found for k in o if not (k in ignored or k.startswith(("hydra.", "paths.")))}
     varying = sorted(k for k in keys if len({o.get(k) for _, _, o in found}) > 1)
+    params = [_recorded_params(data) for _, data, _ in found]
+    differ = _differing_params(found, params, set(varying) | ignored)
     groups: dict[str, Group] = {}
-    for path, data, overrides in found:
+    for (path, data, overrides), p in zip(found, params):
         extra = [f"{k}={overrides[k]}" for k in varying if k in overrides]
+        extra += [f"acquisition.params.{k}={_show(p.get(k))}" for k in differ.get(str(data.get("acquisition", "?")), [])]
         name = str(data.get("acquisition", "?")) + (f" [{', '.join(extra)}]" if extra else "")
         groups.setdefault(name, Group(name)).runs.append(Run(path, name, int(data.get("seed", 0)), data))
     for path, data in references:

@@ -598,3 +598,30 @@ def test_detect_proposal_counts_per_seed_and_their_spread(tmp_path: Path):
     write_report(plain)
     assert "proposals" not in _strict_load(plain / "summary.json")
     assert "Detector proposals" not in (plain / "report.md").read_text()
+
+
+def test_runs_whose_recorded_parameters_differ_are_not_merged(tmp_path: Path):
+    """Same strategy name, no override telling them apart, but the recorded acquisition parameters differ (a
+    preset's defaults changed between the runs): two settings, named by the parameter. A key the older
+    config lacks counts as the strategy's default, so adding a key at its default splits nothing."""
+    root = tmp_path / "sweep"
+    for seed in range(3):
+        old = _write_run(root, f"old_{seed}", "dualstream", seed, zip(DOUBLING, CURVE))
+        new = _write_run(root, f"new_{seed}", "dualstream", seed, zip(DOUBLING, [y + 0.01 for y in CURVE]))
+        rnd = _write_run(root, f"random_{seed}", "random", seed, zip(DOUBLING, CURVE))
+        # old_0 records gate at dualstream's default (0.0), the other old runs do not record it
+        old_params = {"beta": 1.0, "gate": 0.0} if seed == 0 else {"beta": 1.0}
+        for run, params in ((old, old_params), (new, {"beta": 1.0, "screen_z": 3.5}), (rnd, {})):
+            data = json.loads((run / "results.json").read_text())
+            data["config"] = {"acquisition": {"name": data["acquisition"], "params": params}}
+            (run / "results.json").write_text(json.dumps(data))
+    groups = collect(root)
+    assert sorted(groups) == ["dualstream [acquisition.params.screen_z=3.5]", "dualstream [acquisition.params.screen_z=null]", "random"]
+    assert all(len(g.runs) == 3 for g in groups.values())
+    # an override naming the parameter already tells them apart: no second copy of it in the name
+    for seed in range(3):
+        for name, value in (("new", "3.5"), ("old", "null")):
+            (root / f"{name}_{seed}" / ".hydra" / "overrides.yaml").write_text(
+                f"- acquisition=dualstream\n- seed={seed}\n- acquisition.params.screen_z={value}\n"
+            )
+    assert sorted(collect(root)) == ["dualstream [acquisition.params.screen_z=3.5]", "dualstream [acquisition.params.screen_z=null]", "random"]
