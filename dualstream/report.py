@@ -232,11 +232,11 @@ def _recorded_params(data: dict[str, Any]) -> dict[str, str]:
     defaults: dict[str, Any] = {}
     try:
         from dualstream.acquisition import REGISTRY
+        from dualstream.acquisition.base import strategy_params
 
         fn = REGISTRY.get(str(data.get("acquisition")))
         if fn is not None:
-            rest = list(inspect.signature(fn).parameters.values())[3:]
-            defaults = {q.name: q.default for q in rest if q.default is not inspect.Parameter.empty}
+            defaults = {n: q.default for n, q in strategy_params(fn).items() if q.default is not inspect.Parameter.empty}
     except (ImportError, TypeError, ValueError):  # a user strategy that is not registered here
         defaults = {}
     return {k: json.dumps(v, sort_keys=True, default=str) for k, v in {**defaults, **recorded}.items()}
@@ -246,13 +246,15 @@ def _differing_params(found: list[tuple[Path, Any, dict[str, str]]], params: lis
     """``acquisition -> parameter names`` whose recorded values differ between runs of that strategy
     although no override says so (a preset edited between runs, a default changed): without them
     in the setting's name, different computations would be merged into one setting."""
+    if "acquisition.params" in known:  # a whole-mapping override already names every setting
+        return {}
     by_acq: dict[str, list[dict[str, str]]] = {}
     for (_, data, _), p in zip(found, params):
         by_acq.setdefault(str(data.get("acquisition", "?")), []).append(p)
     out = {}
     for acq, ps in by_acq.items():
         names = sorted({k for p in ps for k in p})
-        keys = [k for k in names if len({p.get(k) for p in ps}) > 1 and f"acquisition.params.{k}" not in known and "acquisition.params" not in known]
+        keys = [k for k in names if len({p.get(k) for p in ps}) > 1 and f"acquisition.params.{k}" not in known]
         if keys:
             out[acq] = keys
     return out

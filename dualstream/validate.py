@@ -431,6 +431,7 @@ def load_plugins(cfg: DictConfig) -> list[str]:
 
 def check_acquisition(cfg: DictConfig) -> None:
     from dualstream.acquisition import REGISTRY
+    from dualstream.acquisition.base import strategy_params
 
     name = _get(cfg, "acquisition.name")
     if name not in REGISTRY:
@@ -444,8 +445,7 @@ def check_acquisition(cfg: DictConfig) -> None:
     params = _get(cfg, "acquisition.params", None) or {}
     if not isinstance(params, dict):
         raise ConfigError(f"acquisition.params: expected a mapping of {name}'s parameters, got {params!r}")
-    # fn(view, batch_size, rng, **params): what follows the first three is configurable.
-    rest = dict(list(inspect.signature(REGISTRY[name]).parameters.items())[3:])
+    rest = strategy_params(REGISTRY[name])
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in rest.values())
     accepted = [n for n, p in rest.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     if not takes_any:

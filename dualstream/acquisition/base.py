@@ -10,6 +10,7 @@ queried, plus a utility per pool item that explains the choice (NaN for items it
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -70,6 +71,12 @@ def register(name: str) -> Callable[[AcquisitionFn], AcquisitionFn]:
         return fn
 
     return wrap
+
+
+def strategy_params(fn: AcquisitionFn) -> dict[str, inspect.Parameter]:
+    """The configurable parameters of a strategy: what follows ``(view, batch_size, rng)`` in its signature
+    (what ``acquisition.params`` may set; config validation and the report read them from here)."""
+    return dict(list(inspect.signature(fn).parameters.items())[3:])
 
 
 def top_indices(utilities: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
