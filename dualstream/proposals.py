@@ -263,6 +263,8 @@ def _detector_key(pool: Sections, test: Sections, detector_cfg: Mapping[str, Any
         h.update(np.ascontiguousarray(arr).tobytes())
     # Thresholding happens after the cache: tuning threshold / min_size reuses the trained detector.
     trained = {k: v for k, v in dict(detector_cfg).items() if k not in ("threshold", "min_size", "min_area_nm2", "target_recall")}
+    if int(trained.get("ensemble") or 1) == 1:
+        trained.pop("ensemble", None)  # a single detector keeps the key it had before the option existed
     h.update(json.dumps(trained, sort_keys=True, default=str).encode())
     h.update(f"{patch_size}/{seed}/{artifact_threshold}".encode())
     return h.hexdigest()[:16]
@@ -303,6 +305,10 @@ def run_detector(
     Cached like the encoder (pixels, config, seed), so every acquisition of a sweep at one seed works
     on the very same proposals: their curves stay paired, and the detector trains once. The key leaves
     out ``threshold`` and ``min_size``, which act on the cached probabilities.
+
+    ``detector.ensemble = K > 1`` trains K detectors on the same patches from different initialisations
+    and averages their probabilities: a few dozen patches leave one detector's false positives to the
+    luck of its initialisation, and the mean of K keeps what they agree on (K times the training cost).
     """
     key = _detector_key(pool, test, detector_cfg, patch_size, seed, artifact_threshold)
 
@@ -314,15 +320,27 @@ def run_detector(
             float(detector_cfg.get("positive_share", 0.5)), artifact_threshold,
         )
         log.info("detector: training on %d patches (%d with foreground)", len(images), int(masks.any(axis=(1, 2)).sum()))
-        module = train_detector(images, masks, detector_cfg, trainer_cfg, seed)
+        members = int(detector_cfg.get("ensemble") or 1)
         # Lightning hands the module back on the CPU after fit; predict where the config trains.
         gpu = str(trainer_cfg.get("accelerator", "cpu")) in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-        module.to("cuda" if gpu else "cpu")
-        pool_p, test_p = predict_sections(module, pool.images, patch_size), predict_sections(module, test.images, patch_size)
-        module.eval()
-        with torch.no_grad():
-            train_p = torch.sigmoid(module(torch.from_numpy(images[:, None]).to(next(module.parameters()).device)))
-        train_p = train_p.float().cpu().numpy()[:, 0]
+        pool_p = test_p = train_p = None
+        for k in range(members):
+            if members > 1:
+                log.info("detector: ensemble member %d of %d", k + 1, members)
+            # Member 0 keeps the seed of a single detector, so ensemble=1 is exactly the detector it was.
+            module = train_detector(images, masks, detector_cfg, trainer_cfg, seed if k == 0 else seed + 100_003 * k)
+            module.to("cuda" if gpu else "cpu")
+            parts = [predict_sections(module, pool.images, patch_size), predict_sections(module, test.images, patch_size)]
+            module.eval()
+            with torch.no_grad():
+                t = torch.sigmoid(module(torch.from_numpy(images[:, None]).to(next(module.parameters()).device)))
+            parts.append(t.float().cpu().numpy()[:, 0])
+            if pool_p is None:
+                pool_p, test_p, train_p = parts
+            else:  # running sums, divided once at the end
+                pool_p, test_p, train_p = pool_p + parts[0], test_p + parts[1], train_p + parts[2]
+        if members > 1:
+            pool_p, test_p, train_p = pool_p / members, test_p / members, train_p / members
         return DetectorOutput(pool_p, test_p, time.perf_counter() - start, False, key, train_p, masks)
 
     if cache_dir is None:

@@ -123,6 +123,7 @@ CONFIG_CASES = [
     (["task.name=classify"], "task.name"),
     (["task=detect", "task.crop_size=abc"], "task.crop_size"),
     (["task=detect", "task.verifier.steps=0"], "task.verifier.steps"),
+    (["task=detect", "task.detector.ensemble=0"], "task.detector.ensemble"),
     (["+bogus_top_level=1"], "bogus_top_level"),
 ]
 

@@ -224,3 +224,35 @@ def test_threshold_auto_needs_a_calibrated_value():
     assert detector_threshold({"threshold": "auto"}, 0.42) == 0.42
     with pytest.raises(ValueError):
         detector_threshold({"threshold": "auto"}, None)
+
+
+def _blob_sections(seed: int = 0) -> Sections:
+    """Two 32 x 32 sections with a bright 6 x 6 square each (the objects) on noise."""
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0.0, 0.4, (2, 32, 32)).astype(np.float32)
+    labels = np.zeros((2, 32, 32), np.uint8)
+    labels[:, 5:11, 5:11] = 1
+    images[labels > 0] += 0.5
+    return Sections(images, labels, np.zeros((2, 32, 32), np.float32), np.array([0, 1]), (1.0, 1.0, 1.0))
+
+
+def test_detector_ensemble_averages_members_and_keeps_the_single_detector():
+    """ensemble=K: member 0 is the single detector (same seed, same cache key), the output the members' mean."""
+    from dualstream.proposals import _detector_key, detector_patches, predict_sections, run_detector, train_detector
+
+    pool, test = _blob_sections(0), _blob_sections(1)
+    det = {"train_patches": 4, "positive_share": 0.5, "threshold": 0.3, "min_size": 4, "steps": 3, "batch_size": 2,
+           "module": {"width": 4, "depth": 1, "dropout": 0.0, "lr": 1e-2, "augment": False}}
+    trainer = {"accelerator": "cpu", "deterministic": True}
+    one = run_detector(pool, test, det, trainer, patch_size=16, seed=3)
+    two = run_detector(pool, test, {**det, "ensemble": 2}, trainer, patch_size=16, seed=3)
+    # the second member by hand: the same patches, the member seed
+    images, masks = detector_patches(pool, 16, 4, np.random.default_rng([3, 7]), 0.5, 0.5)
+    member = train_detector(images, masks, det, trainer, 3 + 100_003)
+    np.testing.assert_allclose(two.pool, (one.pool + predict_sections(member, pool.images, 16)) / 2, atol=1e-5)
+    np.testing.assert_allclose(two.test, (one.test + predict_sections(member, test.images, 16)) / 2, atol=1e-5)
+    assert not np.allclose(two.pool, one.pool)  # the members differ
+    assert two.train_probs.shape == one.train_probs.shape == (4, 16, 16)
+    key = _detector_key(pool, test, det, 16, 3, 0.5)
+    assert _detector_key(pool, test, {**det, "ensemble": 1}, 16, 3, 0.5) == key  # caches made before the option stay valid
+    assert _detector_key(pool, test, {**det, "ensemble": 2}, 16, 3, 0.5) != key

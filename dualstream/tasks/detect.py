@@ -54,6 +54,7 @@ def check_config(cfg: Any) -> None:
         check_number(cfg, "task.detector.min_area_nm2", 0.0, low_open=True)
     check_int(cfg, "task.detector.min_size", 1)
     check_int(cfg, "task.detector.steps", 1)
+    check_int(cfg, "task.detector.ensemble", 1, default=1)
     check_int(cfg, "task.detector.batch_size", 1)
     _check_kwargs(cfg, "task.detector.module", SegmentationModule, "the detector's U-Net")
     check_int(cfg, "task.verifier.steps", 1)
