@@ -127,3 +127,30 @@ def test_structure_module_imports_first():
     for module in ("dualstream.streams.structure", "dualstream.acquisition.core"):
         done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
+
+
+def test_the_screen_is_computed_once_per_embedding(monkeypatch):
+    """Later rounds reuse the screen of the same frozen embedding; other parameters or data recompute."""
+    import dualstream.acquisition.core as core
+
+    calls = []
+    real = core.st.outlier_z
+    monkeypatch.setattr(core.st, "outlier_z", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    monkeypatch.setattr(core, "_SCREENS", core.LRU(2))
+    emb = blob_with_a_section()
+    first = embedding_outliers(emb, k=60)
+    first[:] = False  # the caller's copy: editing it must not reach the memo
+    again = embedding_outliers(emb.copy(), k=60)  # equal content, another array: a round later
+    assert len(calls) == 1 and again[300:].all()
+    embedding_outliers(emb, k=50)
+    embedding_outliers(emb[:300], k=60)
+    assert len(calls) == 3
+
+
+def test_outlier_z_equals_the_structure_s_on_small_and_big_pools():
+    """The screen's light path gives embedding_structure's outlier_z: exact kNN, and within k-means clusters."""
+    from dualstream.streams import structure as st
+
+    emb = blob_with_a_section()
+    np.testing.assert_allclose(st.outlier_z(emb, k=30), st.embedding_structure(emb, k=30).outlier_z)
+    np.testing.assert_allclose(st.outlier_z(emb, k=30, exact_max=100), st.embedding_structure(emb, k=30, exact_max=100).outlier_z)

@@ -13,6 +13,7 @@ from dualstream.acquisition.pixel_veto import pixel_outlying
 from dualstream.errors import ConfigError
 from dualstream.streams.bimodal import bimodal_upper
 from dualstream.streams import structure as st  # module import: structure imports this package in turn
+from dualstream.streams.knn import LRU, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,8 @@ def quality_screen(
 
 EXACT_KNN_MAX = 20_000  # embedding_screen's exact-kNN limit (embedding_structure's default)
 _warned_big_pool = False
+# The screen depends on the frozen embedding and its parameters only: computed once per run, not per round.
+_SCREENS = LRU(2)
 
 
 def _warn_big_pool(n: int) -> None:
@@ -199,7 +202,8 @@ def embedding_outliers(embedding: np.ndarray, k: int = 200, separation: float = 
     Measured on pools of 720 items (BENCHMARKS.md §3). Above ``EXACT_KNN_MAX`` items
     :func:`dualstream.streams.structure.embedding_structure` searches neighbours within k-means
     clusters, where a defect group that fills a cluster of its own looks dense: the screen then misses
-    it, and says so once in the log.
+    it, and says so once in the log. Memoised in-process (two-entry LRU keyed by the embedding's
+    :func:`~dualstream.streams.knn.fingerprint` and the parameters): later rounds of a run pay nothing.
     """
     n = len(embedding)
     if not k >= 1 or not separation > 0 or not 0 < max_share < 1:
@@ -211,8 +215,13 @@ def embedding_outliers(embedding: np.ndarray, k: int = 200, separation: float = 
         return np.zeros(n, dtype=bool)
     if n > EXACT_KNN_MAX and not _warned_big_pool:
         _warn_big_pool(n)
-    z = st.embedding_structure(embedding, k=min(int(k), n - 1), exact_max=EXACT_KNN_MAX).outlier_z
-    return bimodal_upper(z, separation, max_share)[0]
+
+    def make() -> np.ndarray:
+        z = st.outlier_z(embedding, k=min(int(k), n - 1), exact_max=EXACT_KNN_MAX)
+        return bimodal_upper(z, separation, max_share)[0]
+
+    key = (fingerprint(embedding), int(k), float(separation), float(max_share), EXACT_KNN_MAX)
+    return _SCREENS.get_or_make(key, make).copy()  # a copy: callers may edit the mask they get
 
 
 # Today's formula under a name that will not move when `dualstream` is switched to a newer one.

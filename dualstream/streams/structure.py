@@ -164,6 +164,21 @@ def default_n_clusters(n: int, max_clusters: int = 500) -> int:
     return max(1, min(max(10, n // 50), int(max_clusters), n))
 
 
+def outlier_z(embedding: np.ndarray, k: int = 20, max_clusters: int = 500, exact_max: int = 20_000, seed: int = 0) -> np.ndarray:
+    """``(N,)`` float64 robust z of the log relative density (:func:`relative_density`): the
+    ``outlier_z`` of :func:`embedding_structure`, equal to it, without the within-cluster typicality and
+    spread a quality screen does not read. k-means (the same call) runs only above ``exact_max`` items,
+    where the neighbours are searched within clusters. Time ``O(N^2 D)`` up to ``exact_max``, ``O(N K D + N^2 D / K)`` above.
+    """
+    x = np.asarray(embedding, dtype=np.float32)
+    n = len(x)
+    assign = None
+    if n > exact_max:
+        n_k = default_n_clusters(n, max_clusters)
+        assign = kmeans(x, n_k, np.random.default_rng(seed), fit_sample=max(50 * n_k, 20_000))[1]
+    return robust_z(np.log(relative_density(x, k, assign=assign)))
+
+
 @dataclass(frozen=True)
 class EmbeddingStructure:
     """What :func:`embedding_structure` knows about one embedding ``(N, D)``; cacheable per embedding.

@@ -8,7 +8,7 @@
 The pool: a Gaussian mixture embedding ``(N, dim)`` float32 (64 clusters, each a random 16-dim
 linear subspace around its centre plus small isotropic noise, so the intrinsic dimension is low as
 in real learned embeddings), uncertainty ``U(0, 1)``, the extras ``margin``, ``least_confidence``,
-``bald`` (random), and ``--queried-share`` of the items already queried. Typicality is the real
+``bald`` (random), ``pixel_stats`` (log-normal), and ``--queried-share`` of the items already queried. Typicality is the real
 data-stream pass, :func:`dualstream.streams.typicality.knn_typicality` (``k=20``), timed on its
 own; then ``--repeats`` selections of ``--batch`` items with :func:`dualstream.acquisition.acquire`
 (in-process memos, e.g. ProbCover's ball graph, are kept between repeats, as between the rounds of
@@ -114,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         help="after the timed pass: exact typicality of Q sampled items, Spearman against the pass's (not timed)",
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE",
+        help="a parameter of the strategy (YAML value), as in conf/acquisition/*.yaml; repeatable. Without it the"
+        " function's own defaults run (for dualstream: the first formula, dualstream_v1)",
+    )
     ap.add_argument("--json", action="store_true", help="print the result as one JSON line at the end")
     ap.add_argument("--verbose", action="store_true", help="INFO logs (index builds, recall)")
     args = ap.parse_args(argv)
@@ -125,6 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     from dualstream.streams import knn as knn_mod
     from dualstream.streams.typicality import knn_typicality
 
+    import yaml
+
+    params = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            ap.error(f"--param {item!r}: expected KEY=VALUE, e.g. --param screen_embedding=true")
+        params[key] = yaml.safe_load(value)
     rng = np.random.default_rng(args.seed)
     if args.embedding_file:
         emb = write_embedding(args.embedding_file, args.n, args.dim, args.seed)
@@ -134,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     queried = np.zeros(n, dtype=bool)
     queried[rng.choice(n, size=int(args.queried_share * n), replace=False)] = True
     extras = {"margin": rng.random(n), "least_confidence": rng.random(n), "bald": rng.random(n)}
+    from dualstream.streams.pixel_stats import STAT_NAMES
+
+    # Positive, log-normal pixel statistics: the pixel screen (screen_z, pixel_veto) has something to read.
+    extras["pixel_stats"] = rng.lognormal(0.0, 0.3, (n, len(STAT_NAMES))).astype(np.float32)
 
     with Phase() as typ_phase:
         lists = None
@@ -156,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch": args.batch,
         "queried": int(queried.sum()),
         "acquisition": args.acquisition,
+        "params": params,
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
@@ -172,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.acquisition != "none":
         for r in range(args.repeats):
             with Phase() as sel_phase:
-                sel = acquire(args.acquisition, view, args.batch, np.random.default_rng(args.seed + r))
+                sel = acquire(args.acquisition, view, args.batch, np.random.default_rng(args.seed + r), **params)
             assert len(sel.indices) == args.batch
             result["selection"].append(
                 {
