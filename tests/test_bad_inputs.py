@@ -93,7 +93,7 @@ CONFIG_CASES = [
     (["encoder.typicality_k=0"], "encoder.typicality_k"),
     (["+encoder.module.widht=8"], "encoder.module.widht"),
     # a second encoder for the screen: only with a strategy that screens the embedding, frozen, valid
-    (["screen_encoder=vae"], "acquisition.params.screen_embedding=true"),
+    (["acquisition=dualstream_v1", "screen_encoder=vae"], "acquisition.params.screen_embedding=true"),
     (["acquisition=dualstream_screen", "acquisition.params.screen_embedding=true", "screen_encoder=vae",
       "screen_encoder.finetune=true"], "screen_encoder.finetune"),
     (["acquisition=dualstream_screen", "acquisition.params.screen_embedding=true", "screen_encoder=vae",
