@@ -152,7 +152,7 @@ HYDRA_CASES = [
     (["acquisition=nope"], "acquisition=nope"),
     (["loop.batch=="], "loop.batch"),
     # a key of another preset of the group (a sweep preset that selects it per job is applied after this check)
-    (["acquisition.params.mix=true"], "acquisition=dualstream_screen"),
+    (["acquisition.params.typicality=cluster"], "acquisition=dualstream_v2"),
     # the same for a group whose presets pull their keys in from another group (screen_encoder <- encoder)
     (["screen_encoder.steps=3"], "screen_encoder=simclr"),
 ]
