@@ -180,6 +180,7 @@ def quality_screen(
 
 
 EXACT_KNN_MAX = 20_000  # embedding_screen's exact-kNN limit (embedding_structure's default)
+SCREEN_CLUSTER_ITEMS = 2_000  # above 1M items the screen's k-means keeps clusters at about this size
 _warned_big_pool = False
 # The screen depends on the frozen embedding and its parameters only: computed once per run, not per round.
 _SCREENS = LRU(2)
@@ -202,7 +203,8 @@ def embedding_outliers(embedding: np.ndarray, k: int = 200, separation: float = 
     Measured on pools of 720 items (BENCHMARKS.md §3). Above ``EXACT_KNN_MAX`` items
     :func:`dualstream.streams.structure.embedding_structure` searches neighbours within k-means
     clusters, where a defect group that fills a cluster of its own looks dense: the screen then misses
-    it, and says so once in the log. Memoised in-process (two-entry LRU keyed by the embedding's
+    it, and says so once in the log. Above 1M items the k-means gets ``N / 2000`` clusters instead of
+    500, so the first call stays linear in ``N`` (BENCHMARKS.md §4). Memoised in-process (two-entry LRU keyed by the embedding's
     :func:`~dualstream.streams.knn.fingerprint` and the parameters): later rounds of a run pay nothing.
     """
     n = len(embedding)
@@ -217,10 +219,13 @@ def embedding_outliers(embedding: np.ndarray, k: int = 200, separation: float = 
         _warn_big_pool(n)
 
     def make() -> np.ndarray:
-        z = st.outlier_z(embedding, k=min(int(k), n - 1), exact_max=EXACT_KNN_MAX)
+        # Above 1M items, more clusters (~2,000 items each) keep the within-cluster search linear in N
+        # (500 clusters at 10M would be 20,000 items each: hours); up to 1M this is the structure's 500 cap.
+        clusters = max(500, n // SCREEN_CLUSTER_ITEMS)
+        z = st.outlier_z(embedding, k=min(int(k), n - 1), max_clusters=clusters, exact_max=EXACT_KNN_MAX)
         return bimodal_upper(z, separation, max_share)[0]
 
-    key = (fingerprint(embedding), int(k), float(separation), float(max_share), EXACT_KNN_MAX)
+    key = (fingerprint(embedding), int(k), float(separation), float(max_share), EXACT_KNN_MAX, SCREEN_CLUSTER_ITEMS)
     return _SCREENS.get_or_make(key, make).copy()  # a copy: callers may edit the mask they get
 
 
