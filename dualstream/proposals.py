@@ -307,8 +307,9 @@ def run_detector(
     out ``threshold`` and ``min_size``, which act on the cached probabilities.
 
     ``detector.ensemble = K > 1`` trains K detectors on the same patches from different initialisations
-    and averages their probabilities: a few dozen patches leave one detector's false positives to the
-    luck of its initialisation, and the mean of K keeps what they agree on (K times the training cost).
+    and averages their probabilities (K times the training cost): it removes the variance that comes from
+    the initialisation, not the one from which patches were painted, which is what moved the proposal
+    counts of the seeds measured so far (BENCHMARKS.md §6).
     """
     key = _detector_key(pool, test, detector_cfg, patch_size, seed, artifact_threshold)
 
