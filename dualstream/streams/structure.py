@@ -164,6 +164,12 @@ def default_n_clusters(n: int, max_clusters: int = 500) -> int:
     return max(1, min(max(10, n // 50), int(max_clusters), n))
 
 
+def _structure_kmeans(x: np.ndarray, n_k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(centres, assign)`` of the structure's k-means: fixed seed, Lloyd on a sample of ``50 n_k``
+    (at least 20,000) items, so :func:`outlier_z` and :func:`embedding_structure` cluster alike."""
+    return kmeans(x, n_k, np.random.default_rng(seed), fit_sample=max(50 * n_k, 20_000))
+
+
 def outlier_z(embedding: np.ndarray, k: int = 20, max_clusters: int = 500, exact_max: int = 20_000, seed: int = 0) -> np.ndarray:
     """``(N,)`` float64 robust z of the log relative density (:func:`relative_density`): the
     ``outlier_z`` of :func:`embedding_structure`, equal to it, without the within-cluster typicality and
@@ -174,8 +180,7 @@ def outlier_z(embedding: np.ndarray, k: int = 20, max_clusters: int = 500, exact
     n = len(x)
     assign = None
     if n > exact_max:
-        n_k = default_n_clusters(n, max_clusters)
-        assign = kmeans(x, n_k, np.random.default_rng(seed), fit_sample=max(50 * n_k, 20_000))[1]
+        assign = _structure_kmeans(x, default_n_clusters(n, max_clusters), seed)[1]
     return robust_z(np.log(relative_density(x, k, assign=assign)))
 
 
@@ -231,7 +236,7 @@ def embedding_structure(
     x = np.asarray(embedding, dtype=np.float32)
     n = len(x)
     n_k = default_n_clusters(n, max_clusters) if n_clusters is None else max(1, min(int(n_clusters), n))
-    centres, assign = kmeans(x, n_k, np.random.default_rng(seed), fit_sample=max(50 * n_k, 20_000))
+    centres, assign = _structure_kmeans(x, n_k, seed)
     sizes = np.bincount(assign, minlength=n_k)
     rel = relative_density(x, k, assign=None if n <= exact_max else assign)
     typ = cluster_typicality(x, assign, k)
