@@ -324,7 +324,7 @@ def run_detector(
         members = int(detector_cfg.get("ensemble") or 1)
         # Lightning hands the module back on the CPU after fit; predict where the config trains.
         gpu = str(trainer_cfg.get("accelerator", "cpu")) in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-        pool_p = test_p = train_p = None
+        sums = None  # running sums of (pool, test, train) probabilities: one member's arrays in memory at a time
         for k in range(members):
             if members > 1:
                 log.info("detector: ensemble member %d of %d", k + 1, members)
@@ -336,12 +336,8 @@ def run_detector(
             with torch.no_grad():
                 t = torch.sigmoid(module(torch.from_numpy(images[:, None]).to(next(module.parameters()).device)))
             parts.append(t.float().cpu().numpy()[:, 0])
-            if pool_p is None:
-                pool_p, test_p, train_p = parts
-            else:  # running sums, divided once at the end
-                pool_p, test_p, train_p = pool_p + parts[0], test_p + parts[1], train_p + parts[2]
-        if members > 1:
-            pool_p, test_p, train_p = pool_p / members, test_p / members, train_p / members
+            sums = parts if sums is None else [a + b for a, b in zip(sums, parts)]
+        pool_p, test_p, train_p = sums if members == 1 else [a / members for a in sums]
         return DetectorOutput(pool_p, test_p, time.perf_counter() - start, False, key, train_p, masks)
 
     if cache_dir is None:
