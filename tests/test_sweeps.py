@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
@@ -67,9 +68,10 @@ def test_submitit_local_launcher_runs_a_job(tmp_path, tiny_overrides):
 
 def test_optuna_sweep_maximises_the_mean_over_tuning_seeds(tmp_path, tiny_overrides):
     sweep = tmp_path / "sweep"
+    storage = f"hydra.sweeper.storage=sqlite:///{tmp_path / 'study.db'}"  # absolute path: four slashes
     proc = dualstream(
         "sweep=optuna_dualstream", *tiny_overrides, "logger=none", "hydra.sweeper.n_trials=2", "tune.seeds=[100,101]",
-        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+        storage, f"hydra.sweep.dir={sweep}", cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
@@ -80,3 +82,18 @@ def test_optuna_sweep_maximises_the_mean_over_tuning_seeds(tmp_path, tiny_overri
     for t in trials:  # the objective is the mean of the seeds' log2 AULC, read back from their results
         assert t["mean"] == pytest.approx(sum(t["values"].values()) / 2)
     assert best["best_value"] == pytest.approx(max(t["mean"] for t in trials))
+
+    # A search spread over sittings: a second launch into a new sweep dir with the same storage adds
+    # its trials to the same study (job numbers restart at 0, so the dir must differ) and reports the
+    # best over all of them.
+    again = tmp_path / "sweep2"
+    proc = dualstream(
+        "sweep=optuna_dualstream", *tiny_overrides, "logger=none", "hydra.sweeper.n_trials=1", "tune.seeds=[100,101]",
+        storage, f"hydra.sweep.dir={again}", cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = optuna.load_study(study_name="dualstream_knobs", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    third = json.loads(next(again.glob("*/tune.json")).read_text())["mean"]
+    both = yaml.safe_load((again / "optimization_results.yaml").read_text())
+    assert both["best_value"] == pytest.approx(max(best["best_value"], third))
