@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dualstream.errors import ConfigError
@@ -25,6 +24,7 @@ from dualstream.streams.knn import NEIGHBOUR_KEYS
 from dualstream.streams.pixel_stats import pixel_statistics
 from dualstream.tasks import TaskSetup, task_module
 from dualstream.tracking import make_tracker
+from dualstream.trainer import apply_cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,7 @@ def run(cfg: DictConfig, run_dir: str | Path, make_hook: Callable[[TaskSetup], P
     task = task_module(cfg)
     apply_acquisition_needs(cfg)
     run_dir = Path(run_dir)
-    if cfg.trainer.get("cpu_threads"):
-        torch.set_num_threads(int(cfg.trainer.cpu_threads))
+    apply_cpu_threads(cfg.trainer)
     container = OmegaConf.to_container(cfg, resolve=True)
     setup = task.prepare(cfg, run_dir)
     annotator = make_annotator(cfg, setup, run_dir)

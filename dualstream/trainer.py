@@ -81,6 +81,17 @@ class StepProgress(pl.Callback):
         log.info("%s: %d steps in %.1fs", self.desc, int(trainer.global_step), time.perf_counter() - self.start)
 
 
+def apply_cpu_threads(trainer_cfg: Mapping[str, Any]) -> None:
+    """``torch.set_num_threads(trainer.cpu_threads)`` when set (null keeps torch's default).
+
+    Float reductions depend on the thread count, so a detector or encoder trained with another count
+    is a different model: anything that trains outside :func:`dualstream.runner.run` must call this too
+    to rebuild the run's models.
+    """
+    if trainer_cfg.get("cpu_threads"):
+        torch.set_num_threads(int(trainer_cfg["cpu_threads"]))
+
+
 def known_strategies() -> list[str]:
     """``trainer.strategy`` names Lightning knows (its registry, plus ``auto``)."""
     return ["auto", *sorted(StrategyRegistry.available_strategies())]

@@ -23,7 +23,7 @@ from pytorch_lightning.strategies import DDPStrategy, SingleDeviceStrategy
 
 from dualstream.errors import ConfigError
 from dualstream.streams.data_stream import _RankPoolData
-from dualstream.trainer import build_trainer, requested_processes
+from dualstream.trainer import apply_cpu_threads, build_trainer, requested_processes
 from dualstream.validate import check_trainer
 
 CPU_DDP = {"accelerator": "cpu", "devices": 2, "strategy": "ddp_spawn", "precision": "32-true", "deterministic": False}
@@ -199,3 +199,16 @@ def test_encoder_trains_on_two_cpu_processes(tmp_path):
     assert len(entries) == 1
     assert (entries[0] / "meta.json").exists() and (entries[0] / "embedding.npy").exists()
     np.testing.assert_array_equal(np.load(entries[0] / "embedding.npy"), embedding)
+
+
+def test_cpu_threads_are_applied_only_when_set():
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        apply_cpu_threads({"cpu_threads": 1})
+        assert torch.get_num_threads() == 1
+        apply_cpu_threads({"cpu_threads": None})  # null keeps what is there
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

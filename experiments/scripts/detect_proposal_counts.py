@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from dualstream.tasks.detect import proposal_stage
+    from dualstream.trainer import apply_cpu_threads
 
     rows = []
     for setting in args.setting:
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             for rule in args.threshold:
                 cfg = compose([f"experiment={args.experiment}", f"seed={seed}", f"task.detector.threshold={rule}",
                                f"paths.cache_dir={args.cache}", "logger=none", "progress=false", *args.extra, *overrides])
+                apply_cpu_threads(cfg.trainer)  # as a run does: another thread count trains another detector
                 t0 = time.perf_counter()
                 stage = proposal_stage(cfg)
                 row = {
