@@ -58,11 +58,13 @@ def audit(experiment: str, cache: str | None, ks: list[int], cluster_share: floa
     from dualstream.streams.pixel_stats import pixel_statistics
     from dualstream.streams.structure import embedding_structure
     from dualstream.tasks import segment
+    from dualstream.trainer import apply_cpu_threads
 
     overrides = [f"experiment={experiment}", "progress=false", "logger=none", *extra]
     if cache:
         overrides.append(f"paths.cache_dir={cache}")
     cfg = compose(overrides)
+    apply_cpu_threads(cfg.trainer)  # an encoder trained here must be the one a run with these overrides trains
     with tempfile.TemporaryDirectory() as run_dir:
         setup = segment.prepare(cfg, run_dir)
     pool = setup.pool
