@@ -242,19 +242,33 @@ def _recorded_params(data: dict[str, Any]) -> dict[str, str]:
     return {k: json.dumps(v, sort_keys=True, default=str) for k, v in {**defaults, **recorded}.items()}
 
 
-def _differing_params(found: list[tuple[Path, Any, dict[str, str]]], params: list[dict[str, str]], known: set[str]) -> dict[str, list[str]]:
+def _differing_params(
+    found: list[tuple[Path, Any, dict[str, str]]], params: list[dict[str, str]], named: set[str], ignored: set[str] = frozenset()
+) -> dict[str, list[str]]:
     """``acquisition -> parameter names`` whose recorded values differ between runs of that strategy
-    although no override says so (a preset edited between runs, a default changed): without them
-    in the setting's name, different computations would be merged into one setting."""
-    if "acquisition.params" in known:  # a whole-mapping override already names every setting
-        return {}
-    by_acq: dict[str, list[dict[str, str]]] = {}
-    for (_, data, _), p in zip(found, params):
-        by_acq.setdefault(str(data.get("acquisition", "?")), []).append(p)
+    that no override in their names tells apart (a preset edited between runs, a default changed, a
+    copy of the runs without their ``.hydra`` folder): without them in the setting's name, different
+    computations would be merged into one setting.
+
+    ``named``: the overrides that go into setting names. An override names parameter ``k`` of a run
+    when that run carries ``acquisition.params.k`` or the whole mapping ``acquisition.params`` among
+    them; an override on *other* runs (another strategy's, say) names nothing for this one.
+    ``ignored``: overrides the user leaves out of settings (``--ignore-key``): such parameters merge.
+    """
+    by_acq: dict[str, list[tuple[dict[str, str], dict[str, str]]]] = {}
+    for (_, data, overrides), p in zip(found, params):
+        by_acq.setdefault(str(data.get("acquisition", "?")), []).append((overrides, p))
     out = {}
-    for acq, ps in by_acq.items():
-        names = sorted({k for p in ps for k in p})
-        keys = [k for k in names if len({p.get(k) for p in ps}) > 1 and f"acquisition.params.{k}" not in known]
+    for acq, items in by_acq.items():
+        names = sorted({k for _, p in items for k in p})
+        keys = []
+        for k in names:
+            if {f"acquisition.params.{k}", "acquisition.params"} & ignored:
+                continue
+            naming = {f"acquisition.params.{k}", "acquisition.params"} & named
+            unnamed = [p for o, p in items if not naming & set(o)]
+            if len({p.get(k) for p in unnamed}) > 1:
+                keys.append(k)
         if keys:
             out[acq] = keys
     return out
@@ -346,7 +360,7 @@ def collect(
     keys = {k for _, _, o in found for k in o if not (k in ignored or k.startswith(("hydra.", "paths.")))}
     varying = sorted(k for k in keys if len({o.get(k) for _, _, o in found}) > 1)
     params = [_recorded_params(data) for _, data, _ in found]
-    differ = _differing_params(found, params, set(varying) | ignored)
+    differ = _differing_params(found, params, set(varying), ignored)
     groups: dict[str, Group] = {}
     for (path, data, overrides), p in zip(found, params):
         extra = [f"{k}={overrides[k]}" for k in varying if k in overrides]

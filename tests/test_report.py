@@ -625,3 +625,29 @@ def test_runs_whose_recorded_parameters_differ_are_not_merged(tmp_path: Path):
                 f"- acquisition=dualstream\n- seed={seed}\n- acquisition.params.screen_z={value}\n"
             )
     assert sorted(collect(root)) == ["dualstream [acquisition.params.screen_z=3.5]", "dualstream [acquisition.params.screen_z=null]", "random"]
+
+
+def test_an_override_on_other_runs_does_not_hide_a_differing_parameter(tmp_path: Path):
+    """Runs copied without their .hydra folder (no overrides) beside runs of another strategy whose
+    overrides name the same parameter: the override names it for those runs only, so the copied runs
+    still split by what they recorded instead of being merged one run per seed."""
+    root = tmp_path / "sweep"
+    for seed in range(3):
+        for name, mix in (("a", True), ("b", False)):
+            run = _write_run(root, f"{name}_{seed}", "dualstream", seed, zip(DOUBLING, CURVE))
+            data = json.loads((run / "results.json").read_text())
+            data["config"] = {"acquisition": {"name": "dualstream", "params": {"mix": mix}}}
+            (run / "results.json").write_text(json.dumps(data))
+        for value in ("true", "false"):
+            other = _write_run(root, f"screen_{value}_{seed}", "dualstream_screen", seed, zip(DOUBLING, CURVE))
+            (other / ".hydra").mkdir(parents=True, exist_ok=True)
+            (other / ".hydra" / "overrides.yaml").write_text(f"- seed={seed}\n- acquisition.params.mix={value}\n")
+    groups = collect(root)
+    assert sorted(groups) == [
+        "dualstream [acquisition.params.mix=False]", "dualstream [acquisition.params.mix=True]",
+        "dualstream_screen [acquisition.params.mix=false]", "dualstream_screen [acquisition.params.mix=true]",
+    ]
+    assert all(len(g.runs) == 3 for g in groups.values())
+    # --ignore-key on the parameter merges, as asked (one run per seed kept, with a warning)
+    merged = collect(root, ignore_keys=["acquisition.params.mix"])
+    assert sorted(merged) == ["dualstream", "dualstream_screen"]
