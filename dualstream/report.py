@@ -263,10 +263,10 @@ def _differing_params(
         names = sorted({k for _, p in items for k in p})
         keys = []
         for k in names:
-            if {f"acquisition.params.{k}", "acquisition.params"} & ignored:
+            spellings = {f"acquisition.params.{k}", "acquisition.params"}  # the overrides that can set k
+            if spellings & ignored:
                 continue
-            naming = {f"acquisition.params.{k}", "acquisition.params"} & named
-            unnamed = [p for o, p in items if not naming & set(o)]
+            unnamed = [p for o, p in items if not spellings & named & o.keys()]
             if len({p.get(k) for p in unnamed}) > 1:
                 keys.append(k)
         if keys:
