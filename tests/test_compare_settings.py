@@ -69,3 +69,16 @@ def test_missing_summary_is_one_clear_line(tmp_path):
         compare_settings.load(f"x={tmp_path}")
     with pytest.raises(SystemExit, match="expected LABEL=REPORT_DIR"):
         compare_settings.load(str(tmp_path))
+
+
+def test_rename_relabels_groups_paired_cells_and_reference(settings, capsys):
+    compare_settings.main([*settings, "--rename", "dualstream", "E", "--rename", "random", "R"])
+    out = capsys.readouterr().out
+    assert "| E | 0.570 ± 0.010 (2/3, n=3) | 0.600 ± 0.010 (1/2, n=3) |" in out
+    assert "| R | -0.040 (p=0.010, 3/0) ✱ | -0.060 (p=0.004, 3/0) ✱ |" in out
+    assert "| E | (reference) | (reference) |" in out and "| dualstream |" not in out
+
+
+def test_rename_of_an_unknown_group_is_one_clear_line(settings):
+    with pytest.raises(SystemExit, match="--rename names no group of these summaries: 'dualstrem'"):
+        compare_settings.main([*settings, "--rename", "dualstrem", "E"])

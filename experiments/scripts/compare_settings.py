@@ -10,7 +10,8 @@ Each argument is ``LABEL=REPORT_DIR`` holding a ``summary.json`` written by ``du
 linear AULC likewise, the share of the acquired queries (after the random initial set) the annotator
 skipped as artifacts, and, when the summaries were written with a ``--reference``, each acquisition's
 paired Δ log2 AULC against it with its Wilcoxon p (✱: p < 0.05, uncorrected). ``--plot`` draws that
-paired Δ as a map (acquisitions x settings), starred where significant.
+paired Δ as a map (acquisitions x settings), starred where significant. ``--rename GROUP LABEL`` shows a
+report group under a shorter name (group names carry their overrides, which do not fit a plot's axis).
 """
 
 from __future__ import annotations
@@ -32,6 +33,29 @@ def load(spec: str) -> tuple[str, dict]:
     if not summary.exists():
         raise SystemExit(f"compare_settings: {summary} not found; run `dualstream-report {path}` first")
     return label, json.loads(summary.read_text())
+
+
+def rename(settings: list[tuple[str, dict]], pairs: list[tuple[str, str]]) -> list[tuple[str, dict]]:
+    """The settings with each ``(group, label)`` pair's group called ``label`` (groups, paired, reference).
+
+    Raises ``SystemExit`` (one line) for a group no summary holds, so a misspelt name is not silently kept.
+    """
+    mapping = dict(pairs)
+    known = {n for _, s in settings for n in s["groups"]}
+    unknown = [g for g in mapping if g not in known]
+    if unknown:
+        raise SystemExit(f"compare_settings: --rename names no group of these summaries: {unknown[0]!r}; "
+                         f"groups: {', '.join(sorted(known))}")
+    out = []
+    for label, s in settings:
+        s = dict(s)
+        s["groups"] = {mapping.get(n, n): g for n, g in s["groups"].items()}
+        s["paired"] = {mapping.get(n, n): d for n, d in (s.get("paired") or {}).items()}
+        ref = (s.get("reference") or {}).get("used")
+        if ref is not None:
+            s["reference"] = {**s["reference"], "used": mapping.get(ref, ref)}
+        out.append((label, s))
+    return out
 
 
 def _finite(value: Any) -> bool:
@@ -137,7 +161,8 @@ def plot(settings: list[tuple[str, dict]], path: str) -> None:
                 ax.text(j, i, "reference", ha="center", va="center", fontsize=7, style="italic")
             elif np.isfinite(v[i, j]):
                 ax.text(j, i, f"{v[i, j]:+.3f}" + ("*" if stars[i][j] else ""), ha="center", va="center", fontsize=7,
-                        fontweight="bold" if stars[i][j] else "normal")
+                        fontweight="bold" if stars[i][j] else "normal",
+                        color="white" if abs(v[i, j]) > 0.6 * scale else "black")  # legible on the darkest cells
             else:
                 ax.text(j, i, "not run", ha="center", va="center", fontsize=7, color="0.4")
     ax.set_xticks(range(len(settings)), [label for label, _ in settings], fontsize=8)
@@ -154,8 +179,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("settings", nargs="+", help="LABEL=REPORT_DIR (a dualstream-report output with summary.json)")
     parser.add_argument("--plot", default=None, help="write the map of paired Δ log2 AULC to this PNG")
+    parser.add_argument("--rename", nargs=2, action="append", default=[], metavar=("GROUP", "LABEL"),
+                        help="show the report group GROUP as LABEL (repeatable)")
     args = parser.parse_args(argv)
-    settings = [load(s) for s in args.settings]
+    settings = rename([load(s) for s in args.settings], args.rename)
     out = ["Log2 AULC (rank among the acquisitions of that setting, seeds):", ""]
     out += table(settings, _aulc("aulc_log2"))
     out += ["", "Linear AULC:", ""]
