@@ -82,3 +82,5 @@ def test_rename_relabels_groups_paired_cells_and_reference(settings, capsys):
 def test_rename_of_an_unknown_group_is_one_clear_line(settings):
     with pytest.raises(SystemExit, match="--rename names no group of these summaries: 'dualstrem'"):
         compare_settings.main([*settings, "--rename", "dualstrem", "E"])
+    with pytest.raises(SystemExit, match="gives two groups of clean the same label 'random'"):
+        compare_settings.main([*settings, "--rename", "uncertainty", "random"])

@@ -49,6 +49,10 @@ def rename(settings: list[tuple[str, dict]], pairs: list[tuple[str, str]]) -> li
     out = []
     for label, s in settings:
         s = dict(s)
+        new_names = [mapping.get(n, n) for n in s["groups"]]
+        clash = sorted({n for n in new_names if new_names.count(n) > 1})
+        if clash:  # two groups under one label would silently drop one of them
+            raise SystemExit(f"compare_settings: --rename gives two groups of {label} the same label {clash[0]!r}")
         s["groups"] = {mapping.get(n, n): g for n, g in s["groups"].items()}
         s["paired"] = {mapping.get(n, n): d for n, d in (s.get("paired") or {}).items()}
         ref = (s.get("reference") or {}).get("used")
