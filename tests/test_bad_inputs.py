@@ -107,6 +107,7 @@ CONFIG_CASES = [
     (["model.module.mc_samples=0"], "model.module.mc_samples"),
     (["model.uncertainty.measure=bogus"], "model.uncertainty.measure"),
     (["model.uncertainty.reduction=median"], "model.uncertainty.reduction"),
+    (["model.uncertainty.cold_ratio=-1"], "model.uncertainty.cold_ratio"),
     (["model.uncertainty.measure=bald"], "model.module.mc_samples"),
     (["acquisition.name=nope"], "acquisition.name"),
     (["+acquisition.params.bogus=1"], "acquisition.params.bogus"),

@@ -178,3 +178,42 @@ def test_pool_uncertainty_reduced_per_batch_equals_the_whole_pool_reduction(mc_s
     np.testing.assert_array_equal(extras["foreground"], (probs.mean(axis=1) >= 0.5).mean(axis=(-2, -1)))
     assert extras["task_embedding"].shape[0] == 300 and extras["grad_embedding"].shape[0] == 300
     assert ("bald" in extras) == (mc_samples > 1)
+
+
+def test_cold_model_compares_the_pools_predicted_foreground_with_the_labels():
+    from dualstream.streams.uncertainty import cold_model
+
+    none = np.zeros(50)
+    assert cold_model(none, label_foreground=0.08, ratio=0.25)  # predicts nothing, labels hold 8%
+    assert not cold_model(np.full(50, 0.03), label_foreground=0.08, ratio=0.25)  # 3% >= 2%
+    assert cold_model(np.full(50, 0.01), label_foreground=0.08, ratio=0.25)
+    assert not cold_model(none, label_foreground=0.0, ratio=0.25)  # no foreground labelled: no reference
+    assert not cold_model(none, label_foreground=0.08, ratio=0.0)  # ratio 0: never cold
+
+
+@pytest.mark.parametrize("ratio, cold", [(1e9, True), (0.0, False)])
+def test_topk_when_cold_switches_the_reduction_by_the_model_state(ratio, cold):
+    """topk_when_cold gives topk_mean's scores while cold and mean's otherwise, extras included."""
+    import torch
+
+    from dualstream.streams.task_stream import TaskStream
+
+    rng = np.random.default_rng(0)
+    pool = rng.random((40, 16, 16)).astype(np.float32)
+    masks = (pool > 0.7).astype(np.uint8)
+    model = {"steps": 2, "batch_size": 4, "module": {"width": 4, "depth": 2},
+             "uncertainty": {"measure": "entropy", "reduction": "topk_when_cold", "topk": 0.2, "cold_ratio": ratio}}
+    trainer = {"accelerator": "cpu", "devices": 1, "precision": "32-true"}
+    stream = TaskStream(model, trainer, pool, pool[:4], masks[:4])
+    stream.fit(pool[:8], masks[:8], seed=0)
+    assert stream.label_foreground == pytest.approx(float(masks[:8].mean()))
+    torch.manual_seed(1)
+    u = stream.pool_uncertainty()
+    extras = stream.pool_extras()
+    assert stream.cold is cold
+    probs = stream.pool_probabilities()
+    reduction = "topk_mean" if cold else "mean"
+    np.testing.assert_array_equal(u, patch_uncertainty(probs, "entropy", reduction, 0.2))
+    np.testing.assert_array_equal(extras["margin"], patch_uncertainty(probs, "margin", reduction, 0.2))
+    np.testing.assert_array_equal(extras["least_confidence"], 0.5 * extras["margin"])
+    assert not any(k.startswith("topk:") for k in extras)

@@ -16,7 +16,7 @@ import torch
 from dualstream.datamodules import LabeledPatchData
 from dualstream.disk_cache import locked
 from dualstream.models.segmentation import SegmentationModule
-from dualstream.streams.uncertainty import patch_uncertainty
+from dualstream.streams.uncertainty import cold_model, patch_uncertainty
 from dualstream.trainer import INFERENCE_KEYS, build_trainer, inference_options, inference_view
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class TaskStream:
         self.model_cfg, self.trainer_cfg = model_cfg, trainer_cfg
         self.fit_cache = Path(fit_cache) if fit_cache is not None else None
         self.n_fits = 0
+        self.label_foreground, self.cold = 0.0, False  # set by each fit; cold: the last pool_uncertainty's state
         self.pool_images, self.test_images, self.test_masks = pool_images, test_images, test_masks
         self.module: SegmentationModule | None = None
         self.trainer: pl.Trainer | None = None
@@ -81,6 +82,8 @@ class TaskStream:
 
     def _prepare(self, images: np.ndarray, masks: np.ndarray) -> None:
         steps = int(self.model_cfg["steps"])
+        # the labels' foreground share: the reference for model.uncertainty.reduction=topk_when_cold
+        self.label_foreground = float(np.mean(masks)) if len(masks) else 0.0
         self.module = SegmentationModule(**dict(self.model_cfg.get("module", {})))
         self.data = LabeledPatchData(
             images, masks, self.test_images, self.test_masks, self.pool_images,
@@ -143,7 +146,10 @@ class TaskStream:
         """
         u = dict(self.model_cfg.get("uncertainty", {}))
         measure = u.get("measure", "entropy")
-        reduce = PerBatchReduction(measure, u.get("reduction", "mean"), u.get("topk", 0.1))
+        reduction = u.get("reduction", "mean")
+        # topk_when_cold: both reductions in one pass, the choice once the pool's predictions are in
+        reduce = PerBatchReduction(measure, "mean" if reduction == "topk_when_cold" else reduction, u.get("topk", 0.1),
+                                   also_topk=reduction == "topk_when_cold")
         assert self.trainer is not None, "fit() first"
         # Reduced batch by batch (a callback), so the pool's (N, T, P, P) probabilities never exist at once.
         self.trainer.callbacks.append(reduce)
@@ -153,6 +159,13 @@ class TaskStream:
         finally:
             self.trainer.callbacks.remove(reduce)
         out = reduce.result()
+        if reduction == "topk_when_cold":
+            self.cold = cold_model(out["foreground"], self.label_foreground, float(u.get("cold_ratio", 0.25)))
+            if self.cold:
+                log.info("task stream: the model predicts %.2f%% foreground on the pool against %.2f%% in its labels: "
+                         "cold, uncertainty from the top %.0f%% of each patch's pixels",
+                         100 * float(np.mean(out["foreground"])), 100 * self.label_foreground, 100 * float(u.get("topk", 0.1)))
+                out.update({k[len("topk:"):]: v for k, v in out.items() if k.startswith("topk:")})
         self._extras = {k: out[k] for k in ("margin", "least_confidence", "task_embedding", "grad_embedding", "foreground", "bald") if k in out}
         return out[measure]
 
@@ -178,8 +191,8 @@ class PerBatchReduction(pl.Callback):
     on the whole pool, item by item (each item's reduction reads that item's pixels only).
     """
 
-    def __init__(self, measure: str, reduction: str, topk: float):
-        self.measure, self.reduction, self.topk = measure, reduction, topk
+    def __init__(self, measure: str, reduction: str, topk: float, also_topk: bool = False):
+        self.measure, self.reduction, self.topk, self.also_topk = measure, reduction, topk, also_topk
         self.parts: dict[str, list[np.ndarray]] = {}
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:  # noqa: D102
@@ -197,6 +210,10 @@ class PerBatchReduction(pl.Callback):
             scores["bald"] = patch_uncertainty(probs, "bald", self.reduction, self.topk)
         elif self.measure == "bald":
             patch_uncertainty(probs, "bald", self.reduction, self.topk)  # raises the clear error
+        if self.also_topk:  # "topk:<measure>": the same scores reduced by topk_mean, for topk_when_cold
+            for m in ("margin", "entropy", "bald") if probs.shape[1] > 1 else ("margin", "entropy"):
+                scores["topk:" + m] = patch_uncertainty(probs, m, "topk_mean", self.topk)
+            scores["topk:least_confidence"] = 0.5 * scores["topk:margin"]
         for key, value in scores.items():
             self.parts.setdefault(key, []).append(value)
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-REDUCTIONS = ("mean", "max", "topk_mean")
+REDUCTIONS = ("mean", "max", "topk_mean", "topk_when_cold")
+# ``topk_when_cold`` is a choice between two of the others made per round by the model's state
+# (:func:`cold_model`), not a per-item rule: ``reduce_per_item`` never sees it.
 MEASURES = ("entropy", "margin", "bald")
 
 
@@ -43,6 +45,23 @@ def reduce_per_item(scores: np.ndarray, reduction: str = "mean", topk: float = 0
         m = max(1, int(round(topk * flat.shape[1])))
         return np.sort(flat, axis=1)[:, -m:].mean(axis=1)
     raise ValueError(f"unknown reduction '{reduction}'; choose one of {REDUCTIONS}")
+
+
+def cold_model(predicted_foreground: np.ndarray, label_foreground: float, ratio: float) -> bool:
+    """Whether the task model still finds almost none of the foreground its labels hold.
+
+    Args:
+        predicted_foreground: ``(N,)`` share of each pool item's pixels the model predicts foreground.
+        label_foreground: share of foreground pixels in the labelled masks it was trained on.
+        ratio: cold when the pool's mean predicted share is below ``ratio * label_foreground``.
+
+    A model trained on a random start with almost no foreground predicts background everywhere; its
+    mean per-patch uncertainty is then flat and ranks nothing (BENCHMARKS §3, candidate F), while the
+    top pixels of each patch still do. Labels without any foreground give no reference: not cold.
+    """
+    if label_foreground <= 0.0:
+        return False
+    return float(np.mean(predicted_foreground)) < ratio * label_foreground
 
 
 def patch_uncertainty(probs: np.ndarray, measure: str = "entropy", reduction: str = "mean", topk: float = 0.1) -> np.ndarray:
