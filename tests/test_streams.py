@@ -180,18 +180,20 @@ def test_pool_uncertainty_reduced_per_batch_equals_the_whole_pool_reduction(mc_s
     assert ("bald" in extras) == (mc_samples > 1)
 
 
-def test_cold_model_compares_the_pools_predicted_foreground_with_the_labels():
-    from dualstream.streams.uncertainty import cold_model
+def test_foreground_recall_on_the_labels():
+    from dualstream.streams.uncertainty import foreground_recall
 
-    none = np.zeros(50)
-    assert cold_model(none, label_foreground=0.08, ratio=0.25)  # predicts nothing, labels hold 8%
-    assert not cold_model(np.full(50, 0.03), label_foreground=0.08, ratio=0.25)  # 3% >= 2%
-    assert cold_model(np.full(50, 0.01), label_foreground=0.08, ratio=0.25)
-    assert not cold_model(none, label_foreground=0.0, ratio=0.25)  # no foreground labelled: no reference
-    assert not cold_model(none, label_foreground=0.08, ratio=0.0)  # ratio 0: never cold
+    masks = np.zeros((2, 4, 4), np.uint8)
+    masks[0, :2] = 1  # 8 foreground pixels
+    assert foreground_recall(np.zeros_like(masks), masks) == 0.0  # a cold model predicts none
+    assert foreground_recall(masks, masks) == 1.0
+    half = masks.copy()
+    half[0, 1] = 0
+    assert foreground_recall(half | (1 - masks), masks) == 0.5  # false positives do not count
+    assert np.isnan(foreground_recall(masks, np.zeros_like(masks)))  # no labelled foreground: no reference
 
 
-@pytest.mark.parametrize("ratio, cold", [(1e9, True), (0.0, False)])
+@pytest.mark.parametrize("ratio, cold", [(1.0 + 1e-9, True), (0.0, False)])
 def test_topk_when_cold_switches_the_reduction_by_the_model_state(ratio, cold):
     """topk_when_cold gives topk_mean's scores while cold and mean's otherwise, extras included."""
     import torch
@@ -206,11 +208,13 @@ def test_topk_when_cold_switches_the_reduction_by_the_model_state(ratio, cold):
     trainer = {"accelerator": "cpu", "devices": 1, "precision": "32-true"}
     stream = TaskStream(model, trainer, pool, pool[:4], masks[:4])
     stream.fit(pool[:8], masks[:8], seed=0)
-    assert stream.label_foreground == pytest.approx(float(masks[:8].mean()))
+    recall = stream.label_recall(batch=3)  # batches that do not divide the labels
+    predicted = stream.predict_masks(np.arange(8))
+    assert recall == pytest.approx(predicted[masks[:8] == 1].mean())
     torch.manual_seed(1)
     u = stream.pool_uncertainty()
     extras = stream.pool_extras()
-    assert stream.cold is cold
+    assert stream.cold is cold  # ratio above 1: always cold; ratio 0: never
     probs = stream.pool_probabilities()
     reduction = "topk_mean" if cold else "mean"
     np.testing.assert_array_equal(u, patch_uncertainty(probs, "entropy", reduction, 0.2))

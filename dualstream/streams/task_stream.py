@@ -16,7 +16,7 @@ import torch
 from dualstream.datamodules import LabeledPatchData
 from dualstream.disk_cache import locked
 from dualstream.models.segmentation import SegmentationModule
-from dualstream.streams.uncertainty import cold_model, patch_uncertainty
+from dualstream.streams.uncertainty import foreground_recall, patch_uncertainty
 from dualstream.trainer import INFERENCE_KEYS, build_trainer, inference_options, inference_view
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class TaskStream:
         self.model_cfg, self.trainer_cfg = model_cfg, trainer_cfg
         self.fit_cache = Path(fit_cache) if fit_cache is not None else None
         self.n_fits = 0
-        self.label_foreground, self.cold = 0.0, False  # set by each fit; cold: the last pool_uncertainty's state
+        self.cold = False  # the last pool_uncertainty's model state (topk_when_cold only)
         self.pool_images, self.test_images, self.test_masks = pool_images, test_images, test_masks
         self.module: SegmentationModule | None = None
         self.trainer: pl.Trainer | None = None
@@ -82,8 +82,7 @@ class TaskStream:
 
     def _prepare(self, images: np.ndarray, masks: np.ndarray) -> None:
         steps = int(self.model_cfg["steps"])
-        # the labels' foreground share: the reference for model.uncertainty.reduction=topk_when_cold
-        self.label_foreground = float(np.mean(masks)) if len(masks) else 0.0
+        self._labelled = (images, masks)  # for label_recall (model.uncertainty.reduction=topk_when_cold)
         self.module = SegmentationModule(**dict(self.model_cfg.get("module", {})))
         self.data = LabeledPatchData(
             images, masks, self.test_images, self.test_masks, self.pool_images,
@@ -147,7 +146,7 @@ class TaskStream:
         u = dict(self.model_cfg.get("uncertainty", {}))
         measure = u.get("measure", "entropy")
         reduction = u.get("reduction", "mean")
-        # topk_when_cold: both reductions in one pass, the choice once the pool's predictions are in
+        # topk_when_cold: both reductions in one pass; which one, the model's recall on its own labels decides
         reduce = PerBatchReduction(measure, "mean" if reduction == "topk_when_cold" else reduction, u.get("topk", 0.1),
                                    also_topk=reduction == "topk_when_cold")
         assert self.trainer is not None, "fit() first"
@@ -160,14 +159,26 @@ class TaskStream:
             self.trainer.callbacks.remove(reduce)
         out = reduce.result()
         if reduction == "topk_when_cold":
-            self.cold = cold_model(out["foreground"], self.label_foreground, float(u.get("cold_ratio", 0.25)))
+            recall = self.label_recall()
+            self.cold = bool(recall < float(u.get("cold_ratio", 0.25)))  # NaN (no labelled foreground): not cold
             if self.cold:
-                log.info("task stream: the model predicts %.2f%% foreground on the pool against %.2f%% in its labels: "
-                         "cold, uncertainty from the top %.0f%% of each patch's pixels",
-                         100 * float(np.mean(out["foreground"])), 100 * self.label_foreground, 100 * float(u.get("topk", 0.1)))
+                log.info("task stream: the model finds %.1f%% of its labels' foreground pixels: cold, uncertainty "
+                         "from the top %.0f%% of each patch's pixels", 100 * recall, 100 * float(u.get("topk", 0.1)))
                 out.update({k[len("topk:"):]: v for k, v in out.items() if k.startswith("topk:")})
         self._extras = {k: out[k] for k in ("margin", "least_confidence", "task_embedding", "grad_embedding", "foreground", "bald") if k in out}
         return out[measure]
+
+    def label_recall(self, batch: int = 64) -> float:
+        """Share of the labelled foreground pixels the current model predicts (p >= 0.5); NaN without any."""
+        assert self.module is not None, "fit() first"
+        images, masks = self._labelled
+        self.module.eval()
+        predicted = []
+        with torch.no_grad():
+            for i in range(0, len(images), batch):
+                x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch]))[:, None].to(self.module.device)
+                predicted.append((torch.sigmoid(self.module(x))[:, 0] >= 0.5).cpu().numpy())
+        return foreground_recall(np.concatenate(predicted), masks)
 
     def predict_masks(self, indices: np.ndarray) -> np.ndarray:
         """``(B, P, P)`` (3D: ``(B, D, P, P)``) uint8 0/1 masks the current model predicts for pool items ``indices`` (p >= 0.5)."""

@@ -10,7 +10,7 @@ import numpy as np
 
 REDUCTIONS = ("mean", "max", "topk_mean", "topk_when_cold")
 # ``topk_when_cold`` is a choice between two of the others made per round by the model's state
-# (:func:`cold_model`), not a per-item rule: ``reduce_per_item`` never sees it.
+# (:func:`foreground_recall` under ``cold_ratio``), not a per-item rule: ``reduce_per_item`` never sees it.
 MEASURES = ("entropy", "margin", "bald")
 
 
@@ -47,21 +47,23 @@ def reduce_per_item(scores: np.ndarray, reduction: str = "mean", topk: float = 0
     raise ValueError(f"unknown reduction '{reduction}'; choose one of {REDUCTIONS}")
 
 
-def cold_model(predicted_foreground: np.ndarray, label_foreground: float, ratio: float) -> bool:
-    """Whether the task model still finds almost none of the foreground its labels hold.
+def foreground_recall(predicted: np.ndarray, masks: np.ndarray) -> float:
+    """Share of the labelled foreground pixels the model predicts foreground; NaN without any.
 
     Args:
-        predicted_foreground: ``(N,)`` share of each pool item's pixels the model predicts foreground.
-        label_foreground: share of foreground pixels in the labelled masks it was trained on.
-        ratio: cold when the pool's mean predicted share is below ``ratio * label_foreground``.
+        predicted: ``(L, ...)`` 0/1 masks the model predicts for its own labelled items.
+        masks: ``(L, ...)`` 0/1 labelled masks, the same shape.
 
-    A model trained on a random start with almost no foreground predicts background everywhere; its
-    mean per-patch uncertainty is then flat and ranks nothing (BENCHMARKS §3, candidate F), while the
-    top pixels of each patch still do. Labels without any foreground give no reference: not cold.
+    A model fitted to a random start with almost no foreground predicts background everywhere
+    (training loss stuck at the dice term's 1.0); its recall on its own labels is then near 0 and its
+    mean per-patch uncertainty flat, while the top pixels of each patch still rank patches (BENCHMARKS
+    §3, candidates F and G). Read on the labels, not the pool: a pool's artifacts may look like
+    foreground to a cold model, and the labelled patches are the model's best case.
     """
-    if label_foreground <= 0.0:
-        return False
-    return float(np.mean(predicted_foreground)) < ratio * label_foreground
+    fg = np.asarray(masks).astype(bool)
+    if not fg.any():
+        return float("nan")
+    return float(np.asarray(predicted).astype(bool)[fg].mean())
 
 
 def patch_uncertainty(probs: np.ndarray, measure: str = "entropy", reduction: str = "mean", topk: float = 0.1) -> np.ndarray:
