@@ -348,6 +348,9 @@ def collect(
             _warn(warnings, f"skipping {path}: {problem}")
             skipped += 1
             continue
+        if data.get("finished") is False:  # older files have no such field: no warning
+            _warn(warnings, f"{path}: unfinished run ({len(data['records'])} rounds so far: still running, or stopped "
+                  "before its last round; rerun it into the same folder to resume)")
         found.append((path, data, _overrides(path, warnings)))
     if not found:
         detail = f" ({skipped} skipped, see the warnings above)" if skipped else ""

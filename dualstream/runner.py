@@ -134,6 +134,7 @@ def drive_loop(
                 for key, value in old.items():
                     if key not in ("acquisition", "seed", "task", "metric", "config", "records"):
                         results.extra.setdefault(key, value)
+            results.extra["finished"] = True
             results.write(run_dir)
             log.info("%s: already finished (%d rounds), nothing to do", run_dir, state.round + 1)
             return results
@@ -145,8 +146,11 @@ def drive_loop(
 
         def on_round(record: RoundRecord) -> None:
             # The state first: it is what a rerun resumes from; results.json is rebuilt from it.
-            loop.snapshot(state_hash, fingerprint).save(run_dir)
+            snapshot = loop.snapshot(state_hash, fingerprint)
+            snapshot.save(run_dir)
             results.records.append(record)
+            # the file is rewritten every round: say whether this is the last, so a copy taken mid-run shows it
+            results.extra["finished"] = bool(snapshot.finished)
             results.extra["aulc"] = area_under_curve(results.records)
             results.extra["aulc_log2"] = log_area_under_curve(results.records)
             results.write(run_dir)

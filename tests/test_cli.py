@@ -32,6 +32,7 @@ def test_one_run_writes_results_and_csv_log(tmp_path, tiny_overrides):
     assert results["config"]["loop"]["batch"] == 4
     records = results["records"]
     assert [r["round"] for r in records] == [0, 1]
+    assert results["finished"] is True  # the last round's rewrite says so
     assert RECORD_KEYS <= set(records[0])
     assert [r["n_queried"] for r in records] == [4, 8]
     assert all(0.0 <= r["score"] <= 1.0 for r in records)

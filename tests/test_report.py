@@ -491,6 +491,20 @@ def test_runs_of_different_length_warn_and_use_what_reached_each_budget(tmp_path
     assert "| random | 4 |" in md
 
 
+def test_an_unfinished_run_is_reported_with_a_warning(tmp_path: Path, capsys):
+    """A results.json copied mid-run (finished: false) is used for what it has, and said to be unfinished."""
+    root = tmp_path / "sweep"
+    for seed in range(2):
+        _write_run(root, f"random_{seed}", "random", seed, zip(DOUBLING, CURVE), finished=True)
+    running = _write_run(root, "random_2", "random", 2, zip(DOUBLING[:2], CURVE[:2]), finished=False)
+    _write_run(root, "old_3", "random", 3, zip(DOUBLING, CURVE))  # written before the field existed: no warning
+    write_report(root)
+    err = capsys.readouterr().err
+    unfinished = [line for line in err.splitlines() if "unfinished run" in line]
+    assert len(unfinished) == 1 and str(running) in unfinished[0] and "2 rounds so far" in unfinished[0]
+    assert _strict_load(root / "summary.json")["groups"]["random"]["seeds"] == [0, 1, 2, 3]
+
+
 def test_budgets_are_matched_by_queries_not_by_round(tmp_path: Path):
     """random was measured at 8, 16, 32, 64 and dualstream at 8, 32, 64: the paired score at 32 is dualstream's
     round 1 against random's round 2; 16 has no pair."""

@@ -306,11 +306,13 @@ def test_killed_run_resumes_with_the_records_of_an_uninterrupted_run(tmp_path, t
         proc.kill()
     proc.wait()
     assert 1 <= state_round(run_dir) < 3, "the run finished before it could be killed"
+    assert json.loads((run_dir / "results.json").read_text())["finished"] is False  # a copy taken now says so
     rc, out = run_to_end(*args, f"hydra.run.dir={run_dir}", cwd=tmp_path, log=tmp_path / "resumed.log")
     assert rc == 0, out[-3000:]
     assert "resuming after round" in out
     assert records_of(run_dir) == records_of(tmp_path / "whole")
     assert [r["round"] for r in records_of(run_dir)] == [0, 1, 2, 3]
+    assert json.loads((run_dir / "results.json").read_text())["finished"] is True
 
 
 @pytest.mark.slow
