@@ -170,23 +170,21 @@ class TaskStream:
 
     def label_recall(self, batch: int = 64) -> float:
         """Share of the labelled foreground pixels the current model predicts (p >= 0.5); NaN without any."""
-        assert self.module is not None, "fit() first"
         images, masks = self._labelled
-        self.module.eval()
-        predicted = []
-        with torch.no_grad():
-            for i in range(0, len(images), batch):
-                x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch]))[:, None].to(self.module.device)
-                predicted.append((torch.sigmoid(self.module(x))[:, 0] >= 0.5).cpu().numpy())
+        predicted = [self._masks_of(images[i:i + batch]) for i in range(0, len(images), batch)]
         return foreground_recall(np.concatenate(predicted), masks)
 
     def predict_masks(self, indices: np.ndarray) -> np.ndarray:
         """``(B, P, P)`` (3D: ``(B, D, P, P)``) uint8 0/1 masks the current model predicts for pool items ``indices`` (p >= 0.5)."""
+        return self._masks_of(self.pool_images[np.asarray(indices)])
+
+    def _masks_of(self, images: np.ndarray) -> np.ndarray:
+        """``(B, P, P)`` (3D: ``(B, D, P, P)``) uint8 0/1 masks the current model predicts for ``images`` (p >= 0.5), in one pass."""
         assert self.module is not None, "fit() first"
         self.module.eval()
-        images = torch.from_numpy(np.ascontiguousarray(self.pool_images[np.asarray(indices)]))[:, None]
+        x = torch.from_numpy(np.ascontiguousarray(images))[:, None]
         with torch.no_grad():
-            probs = torch.sigmoid(self.module(images.to(self.module.device)))
+            probs = torch.sigmoid(self.module(x.to(self.module.device)))
         return (probs[:, 0] >= 0.5).cpu().numpy().astype(np.uint8)
 
     def pool_extras(self) -> dict[str, np.ndarray]:
