@@ -221,3 +221,27 @@ def test_topk_when_cold_switches_the_reduction_by_the_model_state(ratio, cold):
     np.testing.assert_array_equal(extras["margin"], patch_uncertainty(probs, "margin", reduction, 0.2))
     np.testing.assert_array_equal(extras["least_confidence"], 0.5 * extras["margin"])
     assert not any(k.startswith("topk:") for k in extras)
+
+
+@pytest.mark.parametrize("until, reduction", [(9, "topk_mean"), (8, "mean")])
+def test_topk_then_mean_switches_the_reduction_by_the_label_count(until, reduction):
+    """topk_then_mean reduces by topk_mean while the model has fewer than topk_until labels, by mean from then on."""
+    import torch
+
+    from dualstream.streams.task_stream import TaskStream
+
+    rng = np.random.default_rng(0)
+    pool = rng.random((40, 16, 16)).astype(np.float32)
+    masks = (pool > 0.7).astype(np.uint8)
+    model = {"steps": 2, "batch_size": 4, "module": {"width": 4, "depth": 2},
+             "uncertainty": {"measure": "entropy", "reduction": "topk_then_mean", "topk": 0.2, "topk_until": until}}
+    trainer = {"accelerator": "cpu", "devices": 1, "precision": "32-true"}
+    stream = TaskStream(model, trainer, pool, pool[:4], masks[:4])
+    stream.fit(pool[:8], masks[:8], seed=0)  # 8 labels
+    torch.manual_seed(1)
+    u = stream.pool_uncertainty()
+    extras = stream.pool_extras()
+    probs = stream.pool_probabilities()
+    np.testing.assert_array_equal(u, patch_uncertainty(probs, "entropy", reduction, 0.2))
+    np.testing.assert_array_equal(extras["margin"], patch_uncertainty(probs, "margin", reduction, 0.2))
+    assert not any(k.startswith("topk:") for k in extras)

@@ -16,7 +16,7 @@ import torch
 from dualstream.datamodules import LabeledPatchData
 from dualstream.disk_cache import locked
 from dualstream.models.segmentation import SegmentationModule
-from dualstream.streams.uncertainty import foreground_recall, patch_uncertainty
+from dualstream.streams.uncertainty import foreground_recall, pixel_uncertainty, reduce_per_item
 from dualstream.trainer import INFERENCE_KEYS, build_trainer, inference_options, inference_view
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class TaskStream:
 
     def _prepare(self, images: np.ndarray, masks: np.ndarray) -> None:
         steps = int(self.model_cfg["steps"])
-        self._labelled = (images, masks)  # for label_recall (model.uncertainty.reduction=topk_when_cold)
+        self._labelled = (images, masks)  # for label_recall and the label count (reductions topk_when_cold, topk_then_mean)
         self.module = SegmentationModule(**dict(self.model_cfg.get("module", {})))
         self.data = LabeledPatchData(
             images, masks, self.test_images, self.test_masks, self.pool_images,
@@ -146,6 +146,8 @@ class TaskStream:
         u = dict(self.model_cfg.get("uncertainty", {}))
         measure = u.get("measure", "entropy")
         reduction = u.get("reduction", "mean")
+        if reduction == "topk_then_mean":  # the label count decides before the pass
+            reduction = "topk_mean" if len(self._labelled[0]) < int(u.get("topk_until", 32)) else "mean"
         # topk_when_cold: both reductions in one pass; which one, the model's recall on its own labels decides
         reduce = PerBatchReduction(measure, "mean" if reduction == "topk_when_cold" else reduction, u.get("topk", 0.1),
                                    also_topk=reduction == "topk_when_cold")
@@ -207,21 +209,20 @@ class PerBatchReduction(pl.Callback):
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:  # noqa: D102
         probs = outputs["probs"].float().cpu().numpy()
         scores = {
-            "margin": patch_uncertainty(probs, "margin", self.reduction, self.topk),
-            "entropy": patch_uncertainty(probs, "entropy", self.reduction, self.topk),
             "task_embedding": outputs["features"].float().cpu().numpy(),
             "grad_embedding": outputs["grad"].float().cpu().numpy(),
             # (B,) predicted foreground share (pixels, or a block's voxels, with mean p >= 0.5), for foreground_random
             "foreground": (probs.mean(axis=1) >= 0.5).mean(axis=tuple(range(-(probs.ndim - 2), 0))).astype(np.float64),
         }
+        if self.measure == "bald" and probs.shape[1] < 2:
+            pixel_uncertainty(probs, "bald")  # raises the clear error
+        for m in ("margin", "entropy", "bald") if probs.shape[1] > 1 else ("margin", "entropy"):
+            pixel = pixel_uncertainty(probs, m)  # one per-pixel map per measure, however many reductions read it
+            scores[m] = reduce_per_item(pixel, self.reduction, self.topk)
+            if self.also_topk:  # "topk:<measure>": the same map reduced by topk_mean, for topk_when_cold
+                scores["topk:" + m] = reduce_per_item(pixel, "topk_mean", self.topk)
         scores["least_confidence"] = 0.5 * scores["margin"]
-        if probs.shape[1] > 1:
-            scores["bald"] = patch_uncertainty(probs, "bald", self.reduction, self.topk)
-        elif self.measure == "bald":
-            patch_uncertainty(probs, "bald", self.reduction, self.topk)  # raises the clear error
-        if self.also_topk:  # "topk:<measure>": the same scores reduced by topk_mean, for topk_when_cold
-            for m in ("margin", "entropy", "bald") if probs.shape[1] > 1 else ("margin", "entropy"):
-                scores["topk:" + m] = patch_uncertainty(probs, m, "topk_mean", self.topk)
+        if self.also_topk:
             scores["topk:least_confidence"] = 0.5 * scores["topk:margin"]
         for key, value in scores.items():
             self.parts.setdefault(key, []).append(value)

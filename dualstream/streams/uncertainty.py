@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-REDUCTIONS = ("mean", "max", "topk_mean", "topk_when_cold")
-# ``topk_when_cold`` is a choice between two of the others made per round by the model's state
-# (:func:`foreground_recall` under ``cold_ratio``), not a per-item rule: ``reduce_per_item`` never sees it.
+REDUCTIONS = ("mean", "max", "topk_mean", "topk_when_cold", "topk_then_mean")
+# ``topk_when_cold`` and ``topk_then_mean`` choose between two of the others per round, by the model's
+# state (:func:`foreground_recall` under ``cold_ratio``) or by its label count (under ``topk_until``);
+# they are not per-item rules: ``reduce_per_item`` never sees them.
 MEASURES = ("entropy", "margin", "bald")
 
 
@@ -67,7 +68,12 @@ def foreground_recall(predicted: np.ndarray, masks: np.ndarray) -> float:
 
 
 def patch_uncertainty(probs: np.ndarray, measure: str = "entropy", reduction: str = "mean", topk: float = 0.1) -> np.ndarray:
-    """Per-patch uncertainty ``(N,)`` from probabilities.
+    """Per-patch uncertainty ``(N,)`` from probabilities: :func:`pixel_uncertainty`, then :func:`reduce_per_item`."""
+    return reduce_per_item(pixel_uncertainty(probs, measure), reduction, topk)
+
+
+def pixel_uncertainty(probs: np.ndarray, measure: str = "entropy") -> np.ndarray:
+    """Per-pixel uncertainty ``(N, Y, X)`` (3D: ``(N, D, Y, X)``) in ``[0, 1]``.
 
     Args:
         probs: ``(N, T, Y, X)`` (3D blocks: ``(N, T, D, Y, X)``) foreground probabilities; ``T`` MC
@@ -84,4 +90,4 @@ def patch_uncertainty(probs: np.ndarray, measure: str = "entropy", reduction: st
         pixel = binary_margin_uncertainty(probs.mean(axis=1))
     else:
         raise ValueError(f"unknown uncertainty measure '{measure}'; choose one of {MEASURES}")
-    return reduce_per_item(pixel, reduction, topk)
+    return pixel
