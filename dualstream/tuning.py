@@ -30,11 +30,12 @@ TUNE_FILE = "tune.json"
 
 
 def check_tune(cfg: Any) -> None:
-    """One-line :class:`ConfigError` for a bad ``tune`` section (``seeds``, ``objective``)."""
+    """One-line :class:`ConfigError` for a bad ``tune`` section (``seeds``, ``objective``, ``only_if``)."""
     tune = cfg.get("tune") or {}
     objective = tune.get("objective", DEFAULT_OBJECTIVE)
     if objective not in OBJECTIVES:
         raise ConfigError(f"tune.objective={objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    _check_only_if(tune)
     seeds = tune.get("seeds")
     if seeds is None:
         return
@@ -42,6 +43,44 @@ def check_tune(cfg: Any) -> None:
         raise ConfigError(f"tune.seeds: expected a non-empty list of seeds (e.g. tune.seeds=[100,101,102]) or null, got {seeds!r}")
     if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise ConfigError(f"tune.seeds: expected distinct integers >= 0, got {list(seeds)!r}")
+
+
+def conditional_space(cfg: Any, trial: Any) -> None:
+    """Optuna search-space extender (``hydra.sweeper.custom_search_space``) for ``tune.only_if``.
+
+    ``tune.only_if`` maps a boolean knob of ``hydra.sweeper.params`` to knobs that act only when it is
+    true, each with its choices, e.g. the budget mix's fade points under ``acquisition.params.mix``.
+    They are suggested only on the trials that turn the switch on, so the sampler does not spend
+    trials (and TPE's density estimates) on values a run never reads.
+
+    Args:
+        cfg: the sweep's primary config (``DictConfig``).
+        trial: the ``optuna.trial.Trial`` being configured; its ``params`` hold the sampled switches.
+    """
+    rules = (cfg.get("tune") or {}).get("only_if") or {}
+    for switch, knobs in rules.items():
+        if switch not in trial.params:
+            raise ConfigError(
+                f"tune.only_if.{switch}: {switch} is not in hydra.sweeper.params, so nothing samples it;"
+                f" add it there (e.g. {switch}: choice(true, false)) or drop it from tune.only_if"
+            )
+        if trial.params[switch] in (True, "true", "True"):
+            for name, choices in knobs.items():
+                trial.suggest_categorical(str(name), list(choices))
+
+
+def _check_only_if(tune: Any) -> None:
+    rules = tune.get("only_if")
+    if rules is None:
+        return
+    if not hasattr(rules, "items"):
+        raise ConfigError(f"tune.only_if: expected a mapping switch -> {{knob: [choices]}}, got {rules!r}")
+    for switch, knobs in rules.items():
+        if not hasattr(knobs, "items") or not len(knobs):
+            raise ConfigError(f"tune.only_if.{switch}: expected a mapping knob -> [choices], got {knobs!r}")
+        for name, choices in knobs.items():
+            if isinstance(choices, (str, bytes)) or not isinstance(choices, Sequence) or not len(choices):
+                raise ConfigError(f"tune.only_if.{switch}.{name}: expected a non-empty list of choices, e.g. [4, 8], got {choices!r}")
 
 
 def objective_of(run_dir: str | Path, objective: str) -> float:

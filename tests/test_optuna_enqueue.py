@@ -21,11 +21,37 @@ def test_the_default_is_read_from_its_config_and_overridden_by_set():
     space = optuna_enqueue.search_space(SWEEP)
     conf = yaml.safe_load((ROOT / "conf" / "acquisition" / "dualstream.yaml").read_text())
     params = optuna_enqueue.trial_params(conf, space, [])
-    assert set(params) == {"acquisition.params." + k for k in space}
+    assert set(params) == {"acquisition.params." + k for k in space}  # the default mixes: its fade points too
     assert params["acquisition.params.mix_start"] == conf["params"]["mix_start"]
     assert params["acquisition.params.beta"] == pytest.approx(conf["params"]["beta"])
     d = optuna_enqueue.trial_params(conf, space, ["mix_start=8", "mix_end=64"])
     assert (d["acquisition.params.mix_start"], d["acquisition.params.mix_end"]) == (8, 64)
+    off = optuna_enqueue.trial_params(conf, space, ["mix=false"])  # fade points only under the mix (tune.only_if)
+    assert off["acquisition.params.mix"] is False and "acquisition.params.mix_start" not in off
+
+
+def test_fade_points_are_sampled_only_when_the_mix_is_on():
+    """tune.only_if: Optuna suggests mix_start/mix_end on the trials with mix on, never with it off."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    from dualstream.errors import ConfigError
+    from dualstream.tuning import conditional_space
+
+    cfg = OmegaConf.create({"tune": yaml.safe_load(SWEEP.read_text())["tune"]})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        mix = trial.suggest_categorical("acquisition.params.mix", [True, False])
+        conditional_space(cfg, trial)
+        has = {"acquisition.params.mix_start", "acquisition.params.mix_end"} <= set(trial.params)
+        assert has == mix and (not mix or trial.params["acquisition.params.mix_start"] in (4, 8))
+        seen.add(mix)
+        study.tell(trial, 0.0)
+    assert seen == {True, False}
+    with pytest.raises(ConfigError, match="not in hydra.sweeper.params"):  # a switch nothing samples
+        conditional_space(cfg, study.ask())
 
 
 @pytest.mark.parametrize("sets, message", [

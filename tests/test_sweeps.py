@@ -75,7 +75,9 @@ def test_optuna_sweep_maximises_the_mean_over_tuning_seeds(tmp_path, tiny_overri
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert set(best["best_params"]) == {f"acquisition.params.{k}" for k in ("beta", "factor", "mix", "mix_start", "mix_end", "screen_z", "screen_embedding", "diverse_end")}
+    knobs = {f"acquisition.params.{k}" for k in ("beta", "factor", "mix", "screen_z", "screen_embedding", "diverse_end")}
+    fade = {"acquisition.params.mix_start", "acquisition.params.mix_end"}  # sampled only with the mix on (tune.only_if)
+    assert set(best["best_params"]) == knobs | (fade if best["best_params"]["acquisition.params.mix"] else set())
     assert len(list(Path(sweep).glob("*/seed_*/results.json"))) == 4  # 2 trials x 2 tuning seeds
     trials = [json.loads(p.read_text()) for p in Path(sweep).glob("*/tune.json")]
     assert len(trials) == 2 and all(t["seeds"] == [100, 101] for t in trials)

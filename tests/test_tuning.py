@@ -58,6 +58,10 @@ def test_objective_choice_and_a_failed_seed_is_nan(tmp_path):
         ({"seeds": [100, -1], "objective": "aulc"}, "distinct integers >= 0"),
         ({"seeds": [100, 100], "objective": "aulc"}, "distinct integers >= 0"),
         ({"seeds": ["a"], "objective": "aulc"}, "distinct integers >= 0"),
+        ({"only_if": [1, 2]}, "tune.only_if: expected a mapping"),
+        ({"only_if": {"acquisition.params.mix": 4}}, r"tune.only_if.acquisition.params.mix: expected a mapping knob"),
+        ({"only_if": {"acquisition.params.mix": {"acquisition.params.mix_end": []}}}, "expected a non-empty list of choices"),
+        ({"only_if": {"acquisition.params.mix": {"acquisition.params.mix_end": "16"}}}, "expected a non-empty list of choices"),
     ],
 )
 def test_bad_tune_settings_are_one_line_errors(tune, match):

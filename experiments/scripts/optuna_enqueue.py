@@ -26,21 +26,34 @@ ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "acquisition.params."
 
 
-def search_space(sweep: Path) -> dict[str, tuple[str, list]]:
-    """``{knob: ("choice", options) | ("interval", [low, high])}`` from the sweep file's sweeper params."""
-    params = yaml.safe_load(sweep.read_text())["hydra"]["sweeper"]["params"]
-    space = {}
+def search_space(sweep: Path) -> dict[str, tuple[str, list, str | None]]:
+    """``{knob: ("choice", options, switch) | ("interval", [low, high], switch)}`` from the sweep file.
+
+    The sweeper's params (``switch`` None) and ``tune.only_if``'s knobs (``choice``; ``switch``: the
+    knob that must be true for Optuna to sample them, see ``dualstream.tuning.conditional_space``).
+    """
+    conf = yaml.safe_load(sweep.read_text())
+    params = conf["hydra"]["sweeper"]["params"]
+    space: dict[str, tuple[str, list, str | None]] = {}
     for key, spec in params.items():
         m = re.fullmatch(r"\s*(choice|interval)\((.*)\)\s*", str(spec))
         if not key.startswith(PREFIX) or not m:
             raise SystemExit(f"optuna_enqueue: {sweep}: cannot read the search-space entry {key}: {spec!r}")
         values = [yaml.safe_load(v) for v in m.group(2).split(",")]
-        space[key[len(PREFIX):]] = (m.group(1), values)
+        space[key[len(PREFIX):]] = (m.group(1), values, None)
+    for switch, knobs in ((conf.get("tune") or {}).get("only_if") or {}).items():
+        for key, options in knobs.items():
+            if not (key.startswith(PREFIX) and switch.startswith(PREFIX)):
+                raise SystemExit(f"optuna_enqueue: {sweep}: cannot read tune.only_if entry {switch}: {key}")
+            space[key[len(PREFIX):]] = ("choice", list(options), switch[len(PREFIX):])
     return space
 
 
-def trial_params(acquisition: dict, space: dict[str, tuple[str, list]], sets: list[str]) -> dict[str, object]:
-    """The enqueued trial: each search-space knob's value in the config (``--set k=v`` wins), checked."""
+def trial_params(acquisition: dict, space: dict[str, tuple[str, list, str | None]], sets: list[str]) -> dict[str, object]:
+    """The enqueued trial: each search-space knob's value in the config (``--set k=v`` wins), checked.
+
+    A ``tune.only_if`` knob is left out when its switch is off: Optuna does not sample it then.
+    """
     values = dict(acquisition.get("params") or {})
     for item in sets:
         key, sep, raw = item.partition("=")
@@ -48,7 +61,9 @@ def trial_params(acquisition: dict, space: dict[str, tuple[str, list]], sets: li
             raise SystemExit(f"optuna_enqueue: --set {item!r}: expected KNOB=VALUE with KNOB one of {', '.join(space)}")
         values[key] = yaml.safe_load(raw)
     out = {}
-    for knob, (kind, options) in space.items():
+    for knob, (kind, options, switch) in space.items():
+        if switch is not None and values.get(switch) is not True:
+            continue
         if knob not in values:
             raise SystemExit(f"optuna_enqueue: the config has no value for {knob}; give it with --set {knob}=VALUE")
         v = values[knob]
