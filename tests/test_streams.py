@@ -193,55 +193,48 @@ def test_foreground_recall_on_the_labels():
     assert np.isnan(foreground_recall(masks, np.zeros_like(masks)))  # no labelled foreground: no reference
 
 
-@pytest.mark.parametrize("ratio, cold", [(1.0 + 1e-9, True), (0.0, False)])
-def test_topk_when_cold_switches_the_reduction_by_the_model_state(ratio, cold):
-    """topk_when_cold gives topk_mean's scores while cold and mean's otherwise, extras included."""
-    import torch
-
+def _stream_on_eight_labels(**uncertainty):
+    """A tiny U-Net task stream fitted on 8 of 40 random 16 x 16 patches; returns ``(stream, masks)``."""
     from dualstream.streams.task_stream import TaskStream
 
     rng = np.random.default_rng(0)
     pool = rng.random((40, 16, 16)).astype(np.float32)
     masks = (pool > 0.7).astype(np.uint8)
     model = {"steps": 2, "batch_size": 4, "module": {"width": 4, "depth": 2},
-             "uncertainty": {"measure": "entropy", "reduction": "topk_when_cold", "topk": 0.2, "cold_ratio": ratio}}
+             "uncertainty": {"measure": "entropy", "topk": 0.2, **uncertainty}}
     trainer = {"accelerator": "cpu", "devices": 1, "precision": "32-true"}
     stream = TaskStream(model, trainer, pool, pool[:4], masks[:4])
     stream.fit(pool[:8], masks[:8], seed=0)
-    recall = stream.label_recall(batch=3)  # batches that do not divide the labels
-    predicted = stream.predict_masks(np.arange(8))
-    assert recall == pytest.approx(predicted[masks[:8] == 1].mean())
+    return stream, masks
+
+
+def _assert_reduced_by(stream, reduction):
+    """The stream's pool uncertainty and extras are ``reduction``'s, with no ``topk:`` leftovers."""
+    import torch
+
     torch.manual_seed(1)
     u = stream.pool_uncertainty()
     extras = stream.pool_extras()
-    assert stream.cold is cold  # ratio above 1: always cold; ratio 0: never
     probs = stream.pool_probabilities()
-    reduction = "topk_mean" if cold else "mean"
     np.testing.assert_array_equal(u, patch_uncertainty(probs, "entropy", reduction, 0.2))
     np.testing.assert_array_equal(extras["margin"], patch_uncertainty(probs, "margin", reduction, 0.2))
     np.testing.assert_array_equal(extras["least_confidence"], 0.5 * extras["margin"])
     assert not any(k.startswith("topk:") for k in extras)
 
 
+@pytest.mark.parametrize("ratio, cold", [(1.0 + 1e-9, True), (0.0, False)])
+def test_topk_when_cold_switches_the_reduction_by_the_model_state(ratio, cold):
+    """topk_when_cold gives topk_mean's scores while cold and mean's otherwise, extras included."""
+    stream, masks = _stream_on_eight_labels(reduction="topk_when_cold", cold_ratio=ratio)
+    recall = stream.label_recall(batch=3)  # batches that do not divide the labels
+    predicted = stream.predict_masks(np.arange(8))
+    assert recall == pytest.approx(predicted[masks[:8] == 1].mean())
+    _assert_reduced_by(stream, "topk_mean" if cold else "mean")
+    assert stream.cold is cold  # ratio above 1: always cold; ratio 0: never
+
+
 @pytest.mark.parametrize("until, reduction", [(9, "topk_mean"), (8, "mean")])
 def test_topk_then_mean_switches_the_reduction_by_the_label_count(until, reduction):
     """topk_then_mean reduces by topk_mean while the model has fewer than topk_until labels, by mean from then on."""
-    import torch
-
-    from dualstream.streams.task_stream import TaskStream
-
-    rng = np.random.default_rng(0)
-    pool = rng.random((40, 16, 16)).astype(np.float32)
-    masks = (pool > 0.7).astype(np.uint8)
-    model = {"steps": 2, "batch_size": 4, "module": {"width": 4, "depth": 2},
-             "uncertainty": {"measure": "entropy", "reduction": "topk_then_mean", "topk": 0.2, "topk_until": until}}
-    trainer = {"accelerator": "cpu", "devices": 1, "precision": "32-true"}
-    stream = TaskStream(model, trainer, pool, pool[:4], masks[:4])
-    stream.fit(pool[:8], masks[:8], seed=0)  # 8 labels
-    torch.manual_seed(1)
-    u = stream.pool_uncertainty()
-    extras = stream.pool_extras()
-    probs = stream.pool_probabilities()
-    np.testing.assert_array_equal(u, patch_uncertainty(probs, "entropy", reduction, 0.2))
-    np.testing.assert_array_equal(extras["margin"], patch_uncertainty(probs, "margin", reduction, 0.2))
-    assert not any(k.startswith("topk:") for k in extras)
+    stream, _ = _stream_on_eight_labels(reduction="topk_then_mean", topk_until=until)
+    _assert_reduced_by(stream, reduction)
