@@ -399,7 +399,7 @@ def check_model(cfg: DictConfig) -> None:
     check_choice(cfg, "model.uncertainty.reduction", REDUCTIONS, default="mean")
     check_number(cfg, "model.uncertainty.topk", 0.0, 1.0, low_open=True, default=0.1)
     check_number(cfg, "model.uncertainty.cold_ratio", 0.0, 1.0, default=0.25)
-    check_int(cfg, "model.uncertainty.topk_until", 1, default=32)
+    check_int(cfg, "model.uncertainty.topk_until", 1, default=16)
     acq_mc = _get(cfg, "acquisition.mc_samples", None) or 1
     if measure == "bald" and (mc or 1) <= 1 and (not _is_int(acq_mc) or acq_mc <= 1):
         raise ConfigError("model.uncertainty.measure: 'bald' needs MC-dropout samples; set model.module.mc_samples=8 (or another value > 1)")

@@ -22,8 +22,9 @@ def test_the_default_is_read_from_its_config_and_overridden_by_set():
     conf = yaml.safe_load((ROOT / "conf" / "acquisition" / "dualstream.yaml").read_text())
     params = optuna_enqueue.trial_params(conf, space, [])
     assert set(params) == {"acquisition.params." + k for k in space}  # the default mixes: its fade points too
-    assert params["acquisition.params.mix_start"] == conf["params"]["mix_start"]
-    assert params["acquisition.params.beta"] == pytest.approx(conf["params"]["beta"])
+    knobs = conf["acquisition"]["params"]  # dualstream.yaml is a global-package config (it also sets model.uncertainty)
+    assert params["acquisition.params.mix_start"] == knobs["mix_start"]
+    assert params["acquisition.params.beta"] == pytest.approx(knobs["beta"])
     d = optuna_enqueue.trial_params(conf, space, ["mix_start=8", "mix_end=64"])
     assert (d["acquisition.params.mix_start"], d["acquisition.params.mix_end"]) == (8, 64)
     off = optuna_enqueue.trial_params(conf, space, ["mix=false"])  # fade points only under the mix (tune.only_if)

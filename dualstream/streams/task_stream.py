@@ -147,7 +147,7 @@ class TaskStream:
         measure = u.get("measure", "entropy")
         reduction = u.get("reduction", "mean")
         if reduction == "topk_then_mean":  # the label count decides before the pass
-            reduction = "topk_mean" if len(self._labelled[0]) < int(u.get("topk_until", 32)) else "mean"
+            reduction = "topk_mean" if len(self._labelled[0]) < int(u.get("topk_until", 16)) else "mean"
         # topk_when_cold: both reductions in one pass; which one, the model's recall on its own labels decides
         reduce = PerBatchReduction(measure, "mean" if reduction == "topk_when_cold" else reduction, u.get("topk", 0.1),
                                    also_topk=reduction == "topk_when_cold")

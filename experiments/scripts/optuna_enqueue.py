@@ -54,6 +54,8 @@ def trial_params(acquisition: dict, space: dict[str, tuple[str, list, str | None
 
     A ``tune.only_if`` knob is left out when its switch is off: Optuna does not sample it then.
     """
+    if "params" not in acquisition and "acquisition" in acquisition:  # a global-package config (dualstream.yaml)
+        acquisition = acquisition["acquisition"]
     values = dict(acquisition.get("params") or {})
     for item in sets:
         key, sep, raw = item.partition("=")
