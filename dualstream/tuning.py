@@ -57,8 +57,9 @@ def conditional_space(cfg: Any, trial: Any) -> None:
         cfg: the sweep's primary config (``DictConfig``).
         trial: the ``optuna.trial.Trial`` being configured; its ``params`` hold the sampled switches.
     """
-    rules = (cfg.get("tune") or {}).get("only_if") or {}
-    for switch, knobs in rules.items():
+    tune = cfg.get("tune") or {}
+    _check_only_if(tune)  # the sweeper calls this before any job validates the config
+    for switch, knobs in (tune.get("only_if") or {}).items():
         if switch not in trial.params:
             raise ConfigError(
                 f"tune.only_if.{switch}: {switch} is not in hydra.sweeper.params, so nothing samples it;"

@@ -53,6 +53,9 @@ def test_fade_points_are_sampled_only_when_the_mix_is_on():
     assert seen == {True, False}
     with pytest.raises(ConfigError, match="not in hydra.sweeper.params"):  # a switch nothing samples
         conditional_space(cfg, study.ask())
+    bad = OmegaConf.create({"tune": {"only_if": {"acquisition.params.mix": 4}}})
+    with pytest.raises(ConfigError, match="expected a mapping knob"):  # checked here: the sweeper calls it before any job
+        conditional_space(bad, study.ask())
 
 
 @pytest.mark.parametrize("sets, message", [
