@@ -10,7 +10,7 @@ Data flow::
 
     read_sections(data cfg) -> Sections (pool, test)            whole (downsampled) sections
     detector_patches + train_detector -> SegmentationModule     seeded, shared by all acquisitions
-    predict_sections -> (S, H, W) probabilities                  overlap-tiled, stitched
+    predict_sections -> (S, H, W) probabilities                  overlap-tiled, stitched (+ dihedral_mean)
     build_proposals -> Proposals, GroundTruthObjects            components, crops, matching
 """
 
@@ -23,7 +23,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pytorch_lightning as pl
@@ -212,6 +212,32 @@ def predict_sections(module: SegmentationModule, images: np.ndarray, patch_size:
     return out[:, :h, :w]
 
 
+def dihedral_mean(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
+    """Test-time augmentation: ``predict`` averaged over the 8 flips / 90-degree rotations of the images.
+
+    Each view's prediction is mapped back to the original orientation before averaging, so a false blob
+    that one orientation fires on and the others do not is averaged down (BENCHMARKS.md §6: it narrows
+    the PSD detectors' spread of proposal counts across seeds).
+
+    Args:
+        predict: ``(N, H', W') -> (N, H', W')`` float32 probabilities, for either orientation of a
+            non-square image.
+        images: ``(N, H, W)`` float32.
+
+    Returns:
+        ``(N, H, W)`` float32, the mean of the 8 views.
+    """
+    total = np.zeros(images.shape, dtype=np.float64)
+    for turns in range(4):
+        for flip in (False, True):
+            view = np.rot90(images, turns, axes=(1, 2))
+            view = view[:, :, ::-1] if flip else view
+            out = predict(np.ascontiguousarray(view))
+            out = out[:, :, ::-1] if flip else out
+            total += np.rot90(out, -turns, axes=(1, 2))
+    return (total / 8).astype(np.float32)
+
+
 def calibrate_threshold(probs: np.ndarray, masks: np.ndarray, target_recall: float, grid: np.ndarray | None = None) -> float:
     """The highest probability threshold that keeps ``target_recall`` of the foreground pixels.
 
@@ -265,6 +291,8 @@ def _detector_key(pool: Sections, test: Sections, detector_cfg: Mapping[str, Any
     trained = {k: v for k, v in dict(detector_cfg).items() if k not in ("threshold", "min_size", "min_area_nm2", "target_recall")}
     if int(trained.get("ensemble") or 1) == 1:
         trained.pop("ensemble", None)  # a single detector keeps the key it had before the option existed
+    if not trained.get("tta"):
+        trained.pop("tta", None)  # the same for test-time augmentation off
     h.update(json.dumps(trained, sort_keys=True, default=str).encode())
     h.update(f"{patch_size}/{seed}/{artifact_threshold}".encode())
     return h.hexdigest()[:16]
@@ -308,10 +336,27 @@ def run_detector(
 
     ``detector.ensemble = K > 1`` trains K detectors on the same patches from different initialisations
     and averages their probabilities (K times the training cost): it removes the variance that comes from
-    the initialisation, not the one from which patches were painted, which is what moved the proposal
-    counts of the seeds measured so far (BENCHMARKS.md §6).
+    the initialisation; both move the proposal counts (BENCHMARKS.md §6).
+
+    ``detector.tta = true`` averages every probability map (pool, test, training patches) over the 8
+    flips / rotations (:func:`dihedral_mean`): 8x the prediction cost, no extra training.
     """
     key = _detector_key(pool, test, detector_cfg, patch_size, seed, artifact_threshold)
+    tta = bool(detector_cfg.get("tta", False))
+
+    def predict(module: SegmentationModule, sections: np.ndarray) -> np.ndarray:
+        one = lambda x: predict_sections(module, x, patch_size)  # noqa: E731
+        return dihedral_mean(one, sections) if tta else one(sections)
+
+    def predict_patches(module: SegmentationModule, patches: np.ndarray) -> np.ndarray:
+        module.eval()
+
+        def one(x: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                t = torch.sigmoid(module(torch.from_numpy(x[:, None]).to(next(module.parameters()).device)))
+            return t.float().cpu().numpy()[:, 0]
+
+        return dihedral_mean(one, patches) if tta else one(patches)
 
     def compute() -> DetectorOutput:
         start = time.perf_counter()
@@ -331,11 +376,7 @@ def run_detector(
             # Member 0 keeps the seed of a single detector, so ensemble=1 is exactly the detector it was.
             module = train_detector(images, masks, detector_cfg, trainer_cfg, seed if k == 0 else seed + 100_003 * k)
             module.to("cuda" if gpu else "cpu")
-            parts = [predict_sections(module, pool.images, patch_size), predict_sections(module, test.images, patch_size)]
-            module.eval()
-            with torch.no_grad():
-                t = torch.sigmoid(module(torch.from_numpy(images[:, None]).to(next(module.parameters()).device)))
-            parts.append(t.float().cpu().numpy()[:, 0])
+            parts = [predict(module, pool.images), predict(module, test.images), predict_patches(module, images)]
             sums = parts if sums is None else [a + b for a, b in zip(sums, parts)]
         pool_p, test_p, train_p = sums if members == 1 else [a / members for a in sums]
         return DetectorOutput(pool_p, test_p, time.perf_counter() - start, False, key, train_p, masks)

@@ -127,6 +127,7 @@ CONFIG_CASES = [
     (["task=detect", "task.crop_size=abc"], "task.crop_size"),
     (["task=detect", "task.verifier.steps=0"], "task.verifier.steps"),
     (["task=detect", "task.detector.ensemble=0"], "task.detector.ensemble"),
+    (["task=detect", "task.detector.tta=sometimes"], "task.detector.tta"),
     (["+bogus_top_level=1"], "bogus_top_level"),
 ]
 

@@ -256,3 +256,50 @@ def test_detector_ensemble_averages_members_and_keeps_the_single_detector():
     key = _detector_key(pool, test, det, 16, 3, 0.5)
     assert _detector_key(pool, test, {**det, "ensemble": 1}, 16, 3, 0.5) == key  # caches made before the option stay valid
     assert _detector_key(pool, test, {**det, "ensemble": 2}, 16, 3, 0.5) != key
+
+
+def test_dihedral_mean_maps_every_view_back_before_averaging():
+    """Each of the 8 views' output is turned back: an orientation-blind predictor (identity) is unchanged,
+    and one that fires on the top-left corner only in the original orientation ends up at 1/8 there."""
+    from dualstream.proposals import dihedral_mean
+
+    images = np.random.default_rng(0).uniform(size=(2, 6, 10)).astype(np.float32)  # non-square: rot90 swaps H, W
+    np.testing.assert_allclose(dihedral_mean(lambda x: x, images), images, atol=1e-6)
+
+    def corner(x: np.ndarray) -> np.ndarray:
+        out = np.zeros_like(x)
+        out[:, 0, 0] = 1.0  # wherever the view's own top-left corner is
+        return out
+
+    mean = dihedral_mean(corner, images)
+    assert mean.shape == images.shape
+    # the 8 views put their top-left corner on the 4 corners of the original, 2 views each
+    for y, x in ((0, 0), (0, 9), (5, 0), (5, 9)):
+        np.testing.assert_allclose(mean[:, y, x], 0.25)
+    assert mean.sum() == pytest.approx(2 * 1.0)
+
+
+def test_detector_tta_averages_the_eight_views_and_keeps_the_plain_key():
+    """tta=true: the pool / test / training-patch probabilities are the dihedral mean of the same trained
+    detector's; tta=false keeps the cache key of configs written before the option."""
+    from dualstream.proposals import _detector_key, dihedral_mean, predict_sections, run_detector
+
+    pool, test = _blob_sections(0), _blob_sections(1)
+    det = {"train_patches": 4, "positive_share": 0.5, "threshold": 0.3, "min_size": 4, "steps": 3, "batch_size": 2,
+           "module": {"width": 4, "depth": 1, "dropout": 0.0, "lr": 1e-2, "augment": False}}
+    trainer = {"accelerator": "cpu", "deterministic": True}
+    plain = run_detector(pool, test, det, trainer, patch_size=16, seed=3)
+    tta = run_detector(pool, test, {**det, "tta": True}, trainer, patch_size=16, seed=3)
+    assert not np.allclose(tta.pool, plain.pool)
+    # the same weights (training does not depend on tta): retrain and average by hand
+    from dualstream.proposals import detector_patches, train_detector
+
+    images, masks = detector_patches(pool, 16, 4, np.random.default_rng([3, 7]), 0.5, 0.5)
+    module = train_detector(images, masks, det, trainer, 3)
+    by_hand = dihedral_mean(lambda x: predict_sections(module, x, 16), pool.images)
+    np.testing.assert_allclose(by_hand, tta.pool, atol=1e-5)
+    np.testing.assert_allclose(predict_sections(module, pool.images, 16), plain.pool, atol=1e-5)
+    assert tta.train_probs.shape == plain.train_probs.shape == (4, 16, 16)
+    key = _detector_key(pool, test, det, 16, 3, 0.5)
+    assert _detector_key(pool, test, {**det, "tta": False}, 16, 3, 0.5) == key
+    assert _detector_key(pool, test, {**det, "tta": True}, 16, 3, 0.5) != key

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 def check_config(cfg: Any) -> None:
     """The detector's and the verifier's keys (types and ranges), before anything trains."""
     from dualstream.models.segmentation import SegmentationModule
-    from dualstream.validate import _check_kwargs, check_int, check_number
+    from dualstream.validate import _check_kwargs, check_bool, check_int, check_number
 
     check_int(cfg, "task.crop_size", 8)
     if str(cfg.data.get("pool_store") or "memory") != "memory":
@@ -55,6 +55,7 @@ def check_config(cfg: Any) -> None:
     check_int(cfg, "task.detector.min_size", 1)
     check_int(cfg, "task.detector.steps", 1)
     check_int(cfg, "task.detector.ensemble", 1, default=1)
+    check_bool(cfg, "task.detector.tta", default=False)
     check_int(cfg, "task.detector.batch_size", 1)
     _check_kwargs(cfg, "task.detector.module", SegmentationModule, "the detector's U-Net")
     check_int(cfg, "task.verifier.steps", 1)
