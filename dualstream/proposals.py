@@ -244,7 +244,9 @@ def calibrate_threshold(probs: np.ndarray, masks: np.ndarray, target_recall: flo
 
     Computed on the detector's own training patches (the only labels it has), so a detector that is
     more or less confident on another seed or resolution still proposes a comparable share of the
-    objects. Proposals are for recall; the verifier brings precision.
+    objects. Proposals are for recall; the verifier brings precision. The estimate is optimistic: the
+    detector has memorised these patches, so the pool keeps less of its foreground than asked (30 PSD
+    detectors asked for 0.9 kept 0.51-0.91, median 0.82; BENCHMARKS.md §6).
 
     Args:
         probs: ``(n, P, P)`` detector probabilities of its training patches.
