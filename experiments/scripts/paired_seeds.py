@@ -36,7 +36,12 @@ def _get(cfg: dict, dotted: str):
 
 
 def collect(spec: str) -> tuple[str, dict[int, dict]]:
-    """``NAME=DIRS[@filters]`` -> (label, {seed: results}) of the finished runs it selects."""
+    """``NAME=DIRS[@filters]`` -> (label, {seed: results}) of the finished runs it selects.
+
+    Not :func:`dualstream.report.collect`: that reader keeps one run per seed and setting (with a
+    warning), so two runs of a seed that differ only in their recorded config would be merged before
+    the filters could tell them apart; here such a pair is an error.
+    """
     name, _, rest = spec.partition("=")
     dirs, _, filt = rest.partition("@")
     filters = [f.split("=", 1) for f in filt.split(",") if f]
@@ -85,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
                 if missing:
                     raise SystemExit(f"paired_seeds: seeds {missing} lack a finished run of {a_label} or {b_label}")
                 common = wanted
-            row = {"a": a_label, "b": b_label, "seeds": common,
-                   "a_mean": float(np.mean([a_runs[s]["aulc_log2"] for s in common])),
-                   "b_mean": float(np.mean([b_runs[s]["aulc_log2"] for s in common])),
-                   "log2_aulc": paired_difference([a_runs[s]["aulc_log2"] for s in common], [b_runs[s]["aulc_log2"] for s in common])}
+            a_vals = [a_runs[s]["aulc_log2"] for s in common]
+            b_vals = [b_runs[s]["aulc_log2"] for s in common]
+            row = {"a": a_label, "b": b_label, "seeds": common, "a_mean": float(np.mean(a_vals)),
+                   "b_mean": float(np.mean(b_vals)), "log2_aulc": paired_difference(a_vals, b_vals)}
             rounds = {}
             for r in args.budget_rounds:
                 rounds[r] = paired_difference([a_runs[s]["records"][r]["score"] for s in common], [b_runs[s]["records"][r]["score"] for s in common])
