@@ -113,32 +113,28 @@ def read_sections(data: Any) -> tuple[Sections, Sections]:
 # --------------------------------------------------------------------------- detector
 
 
-def detector_patches(
+def draw_tiles(
     sections: Sections,
     patch_size: int,
     n: int,
     rng: np.random.Generator,
     positive_share: float = 0.5,
     artifact_threshold: float = 0.5,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw the detector's training patches from the pool sections (non-overlapping tiles).
+    exclude: np.ndarray | None = None,
+) -> np.ndarray:
+    """Draw ``n`` non-overlapping ``P x P`` pool tiles to paint, as indices into :func:`section_tiles`.
 
     ``round(positive_share * n)`` are drawn among tiles holding some foreground, the rest among the
-    remaining tiles (with or without foreground): sparse targets (PSDs cover well under 1% of a section) would otherwise often leave the
-    detector without a single positive and no proposals at all. Artifact tiles are never drawn (the
-    annotator would have skipped them).
+    remaining tiles (with or without foreground): sparse targets (PSDs cover well under 1% of a section)
+    would otherwise often leave the detector without a single positive and no proposals at all. Artifact
+    tiles are never drawn (the annotator would have skipped them), nor the tiles in ``exclude`` (those
+    already painted for another purpose).
 
     Returns:
-        ``(images, masks)``: ``(n', P, P)`` float32 and uint8, ``n' = min(n, usable tiles)``.
+        ``(n',)`` int64 tile indices, ``n' = min(n, usable tiles)``; positives first.
     """
     p = patch_size
-    corners = tile_origins(sections.images.shape[1:], p, p)
-    if not corners:
-        raise EmptyPoolError(
-            f"{sections.source}: sections are {sections.images.shape[1]}x{sections.images.shape[2]} pixels,"
-            f" smaller than data.patch_size={p}; lower data.patch_size or data.downsample"
-        )
-    index = [(s, y, x) for s in range(len(sections)) for y, x in corners]
+    index = section_tiles(sections, p)
     ign = np.array([sections.ignore[s, y : y + p, x : x + p].mean() for s, y, x in index])
     fg = np.array([sections.labels[s, y : y + p, x : x + p].any() for s, y, x in index])
     usable = np.flatnonzero(ign < artifact_threshold)
@@ -147,15 +143,70 @@ def detector_patches(
             f"{sections.source}: every pool patch is an artifact (>= loop.artifact_threshold={artifact_threshold}"
             " inside data.ignore), so the detector has nothing to train on; check data.ignore"
         )
+    if exclude is not None and len(exclude):
+        usable = np.setdiff1d(usable, np.asarray(exclude, dtype=np.int64))
     n = min(int(n), len(usable))
     positives = usable[fg[usable]]
     n_pos = min(int(round(positive_share * n)), len(positives))
     chosen = rng.choice(positives, n_pos, replace=False) if n_pos else np.zeros(0, dtype=np.int64)
     rest = np.setdiff1d(usable, chosen)
-    chosen = np.concatenate([chosen, rng.choice(rest, n - n_pos, replace=False)]).astype(np.int64)
-    images = np.stack([sections.images[s, y : y + p, x : x + p] for s, y, x in (index[i] for i in chosen)])
-    masks = np.stack([sections.labels[s, y : y + p, x : x + p] for s, y, x in (index[i] for i in chosen)])
+    return np.concatenate([chosen, rng.choice(rest, n - n_pos, replace=False)]).astype(np.int64)
+
+
+def section_tiles(sections: Sections, patch_size: int) -> list[tuple[int, int, int]]:
+    """Every non-overlapping ``P x P`` tile of the sections as ``(section, y, x)`` corners, section-major."""
+    corners = tile_origins(sections.images.shape[1:], patch_size, patch_size)
+    if not corners:
+        raise EmptyPoolError(
+            f"{sections.source}: sections are {sections.images.shape[1]}x{sections.images.shape[2]} pixels,"
+            f" smaller than data.patch_size={patch_size}; lower data.patch_size or data.downsample"
+        )
+    return [(s, y, x) for s in range(len(sections)) for y, x in corners]
+
+
+def cut_tiles(arr: np.ndarray, tiles: list[tuple[int, int, int]], chosen: np.ndarray, patch_size: int) -> np.ndarray:
+    """``(len(chosen), P, P)`` tiles of an ``(S, H, W)`` array (images, masks or probabilities)."""
+    p = patch_size
+    return np.stack([arr[s, y : y + p, x : x + p] for s, y, x in (tiles[i] for i in chosen)])
+
+
+def detector_patches(
+    sections: Sections,
+    patch_size: int,
+    n: int,
+    rng: np.random.Generator,
+    positive_share: float = 0.5,
+    artifact_threshold: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The detector's training patches: :func:`draw_tiles` cut from the pool sections.
+
+    Returns:
+        ``(images, masks)``: ``(n', P, P)`` float32 and uint8, ``n' = min(n, usable tiles)``.
+    """
+    chosen = draw_tiles(sections, patch_size, n, rng, positive_share, artifact_threshold)
+    tiles = section_tiles(sections, patch_size)
+    images = cut_tiles(sections.images, tiles, chosen, patch_size)
+    masks = cut_tiles(sections.labels, tiles, chosen, patch_size)
     return images.astype(np.float32), masks.astype(np.uint8)
+
+
+def calibration_tiles(
+    sections: Sections, patch_size: int, detector_cfg: Mapping[str, Any], seed: int, artifact_threshold: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``detector.calibration_patches`` tiles painted for ``threshold: auto`` and never trained on.
+
+    Drawn by the training draw's rule among the usable tiles outside the training draw (its own
+    generator, ``[seed, 11]``, so the training patches, and the cached detector, are unchanged).
+
+    Returns:
+        ``(tile_indices, masks)``: ``(m,)`` int64 indices into :func:`section_tiles` and ``(m, P, P)`` uint8.
+    """
+    share = float(detector_cfg.get("positive_share", 0.5))
+    trained = draw_tiles(sections, patch_size, int(detector_cfg["train_patches"]), np.random.default_rng([seed, 7]), share, artifact_threshold)
+    m = int(detector_cfg.get("calibration_patches") or 0)
+    chosen = draw_tiles(sections, patch_size, m, np.random.default_rng([seed, 11]), share, artifact_threshold, exclude=trained)
+    masks = cut_tiles(sections.labels, section_tiles(sections, patch_size), chosen, patch_size) if len(chosen) else np.zeros((0, patch_size, patch_size))
+    return chosen, masks.astype(np.uint8)
 
 
 def train_detector(
@@ -246,7 +297,8 @@ def calibrate_threshold(probs: np.ndarray, masks: np.ndarray, target_recall: flo
     more or less confident on another seed or resolution still proposes a comparable share of the
     objects. Proposals are for recall; the verifier brings precision. The estimate is optimistic: the
     detector has memorised these patches, so the pool keeps less of its foreground than asked (30 PSD
-    detectors asked for 0.9 kept 0.51-0.91, median 0.82; BENCHMARKS.md §6).
+    detectors asked for 0.9 kept 0.51-0.91, median 0.82; BENCHMARKS.md §6). :func:`heldout_threshold`
+    applies it to painted tiles outside the training draw instead, which is unbiased.
 
     Args:
         probs: ``(n, P, P)`` detector probabilities of its training patches.
@@ -265,6 +317,52 @@ def calibrate_threshold(probs: np.ndarray, masks: np.ndarray, target_recall: flo
     recall = np.array([(fg >= t).mean() for t in grid])
     ok = grid[recall >= target_recall]
     return round(float(ok.max() if len(ok) else grid.min()), 6)  # 0.3, not np.arange's 0.30000000000000004
+
+
+@dataclass
+class HeldOutCalibration:
+    """:func:`calibrate_threshold` on painted tiles the detector never saw (``threshold: auto`` with
+    ``calibration_patches > 0``)."""
+
+    threshold: float
+    tiles: int
+    foreground_tiles: int
+    foreground_pixels: int
+
+
+def heldout_threshold(
+    pool_probs: np.ndarray,
+    sections: Sections,
+    patch_size: int,
+    detector_cfg: Mapping[str, Any],
+    seed: int,
+    target_recall: float,
+    artifact_threshold: float = 0.5,
+) -> HeldOutCalibration:
+    """The threshold keeping ``target_recall`` of the foreground of the :func:`calibration_tiles`.
+
+    Read from the pool probability map itself (the tiles are pool tiles, so no extra prediction and
+    the very framing the proposals are cut from). Unlike the training patches, which the detector has
+    memorised, these give an unbiased estimate of the pool's recall: on 10 PSD tuning seeds, asked for
+    0.6 / 0.7 the pool kept a median 0.62 / 0.72 of its foreground pixels (BENCHMARKS.md §6).
+
+    Args:
+        pool_probs: ``(S, H, W)`` detector probabilities of ``sections``.
+
+    Returns:
+        The threshold (0.5 when the tiles hold no foreground, as :func:`calibrate_threshold`) and
+        what it was computed on.
+    """
+    chosen, masks = calibration_tiles(sections, patch_size, detector_cfg, seed, artifact_threshold)
+    if len(chosen) == 0:
+        raise EmptyPoolError(
+            f"{sections.source}: no pool tile is left for task.detector.calibration_patches outside the"
+            f" {detector_cfg['train_patches']} training tiles; lower task.detector.train_patches or set calibration_patches=0"
+        )
+    probs = cut_tiles(pool_probs, section_tiles(sections, patch_size), chosen, patch_size)
+    return HeldOutCalibration(
+        calibrate_threshold(probs, masks, target_recall), len(chosen), int(masks.any(axis=(1, 2)).sum()), int(masks.sum())
+    )
 
 
 def detector_threshold(detector_cfg: Mapping[str, Any], calibrated: float | None) -> float:
@@ -291,7 +389,7 @@ def _detector_key(pool: Sections, test: Sections, detector_cfg: Mapping[str, Any
     for arr in (pool.images, pool.labels, pool.ignore, test.images):
         h.update(np.ascontiguousarray(arr).tobytes())
     # Thresholding happens after the cache: tuning threshold / min_size reuses the trained detector.
-    trained = {k: v for k, v in dict(detector_cfg).items() if k not in ("threshold", "min_size", "min_area_nm2", "target_recall")}
+    trained = {k: v for k, v in dict(detector_cfg).items() if k not in ("threshold", "min_size", "min_area_nm2", "target_recall", "calibration_patches")}
     if int(trained.get("ensemble") or 1) == 1:
         trained.pop("ensemble", None)  # a single detector keeps the key it had before the option existed
     if not trained.get("tta"):

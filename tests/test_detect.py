@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from dualstream.errors import ConfigError
 from dualstream.models.verifier import VerificationClassifier
 from dualstream.proposals import Proposals
 from dualstream.streams.verification_stream import VerificationStream
@@ -135,6 +136,31 @@ def test_user_errors_name_the_key_to_change(tmp_path, tiny_overrides):
     assert len(list((tmp_path / "cache" / "detectors").glob("*/meta.json"))) == 1
 
 
+def test_threshold_auto_on_held_out_tiles(tmp_path, tiny_overrides):
+    """calibration_patches > 0: the threshold comes from painted pool tiles outside the training draw,
+    read from the pool probability map; the cached detector is the same one (the key leaves it out)."""
+    from dualstream.proposals import calibration_tiles, calibrate_threshold, cut_tiles, read_sections, section_tiles
+    from dualstream.tasks.detect import check_config, proposal_stage
+
+    keep = [o for o in DETECT_TINY if not o.startswith(("task.detector.steps", "task.detector.threshold"))]
+    base = [*tiny_overrides, *keep, "logger=none", "data.sections=0:2", "task.detector.steps=2", "task.detector.target_recall=0.5"]
+    with pytest.raises(ConfigError, match=r"calibration_patches=4 only acts with task\.detector\.threshold=auto"):
+        check_config(_compose([*base, "task.detector.threshold=0.5", "task.detector.calibration_patches=4"]))
+    with pytest.raises(ConfigError, match=r"task\.detector\.calibration_patches"):
+        check_config(_compose([*base, "task.detector.threshold=auto", "task.detector.calibration_patches=-1"]))
+    trained = proposal_stage(_compose([*base, "task.detector.threshold=auto"]))
+    cfg = _compose([*base, "task.detector.threshold=auto", "task.detector.calibration_patches=4"])
+    check_config(cfg)
+    stage = proposal_stage(cfg)
+    assert stage.probs.from_cache and stage.probs.key == trained.probs.key and stage.calibration_patches == 4
+    pool, _ = read_sections(cfg.data)
+    p = int(cfg.data.patch_size)
+    chosen, masks = calibration_tiles(pool, p, cfg.task.detector, int(cfg.seed))
+    expected = calibrate_threshold(cut_tiles(stage.probs.pool, section_tiles(pool, p), chosen, p), masks, 0.5)
+    assert stage.threshold == expected
+    assert trained.threshold == stage.probs.calibrated(0.5) and trained.calibration_patches == 0
+
+
 def test_full_pool_reference_verifies_every_proposal_once(tmp_path, tiny_overrides):
     """loop.initial=all on the detect task: one round that answers every pool proposal (the report's reference)."""
     from dualstream.runner import run
@@ -159,3 +185,36 @@ def test_injected_artifacts_land_on_pool_proposals_and_are_skipped(tmp_path, tin
     assert dirty.extra["n_artifacts"] == round(0.25 * n) > 0
     # verifying every proposal once: exactly the corrupted ones are skipped
     assert dirty.records[0].n_skipped == dirty.extra["n_artifacts"]
+
+
+def test_proposal_count_script_oracle_and_held_out_rules(tmp_path, tiny_overrides):
+    """experiments/scripts/detect_proposal_counts.py: a fixed threshold, threshold=auto on held-out tiles and
+    the oracle bound share one cached detector per seed; the oracle keeps the asked share of the pool's
+    own foreground pixels."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "scripts"))
+    from detect_proposal_counts import main as counts_main
+
+    from dualstream.proposals import read_sections
+
+    keep = [o for o in DETECT_TINY if not o.startswith(("task.detector.steps", "task.detector.threshold"))]
+    extra = [o for o in [*tiny_overrides, *keep] if not o.startswith(("experiment=", "paths.cache_dir="))]
+    args = ["--experiment", "demo", "--seeds", "0", "1", "--setting", "tiny:data.sections=0:2,task.detector.steps=2",
+            "--threshold", "0.5", "--threshold", "auto", "--threshold", "oracle:0.5", "--cache", str(tmp_path / "cache"),
+            "--json", str(tmp_path / "counts.json"), "--extra", "task.detector.calibration_patches=4"]
+    for o in extra:
+        args += ["--extra", o]
+    assert counts_main(args) == 0
+    out = json.loads((tmp_path / "counts.json").read_text())
+    assert len(out["rows"]) == 6 and len(list((tmp_path / "cache" / "detectors").glob("*/meta.json"))) == 2
+    summary = out["summary"]["tiny threshold=oracle:0.5"]
+    assert len(summary["counts"]) == 2 and summary["cv"] == pytest.approx(summary["sd"] / summary["mean"])
+    # the oracle's threshold is the grid's highest keeping half the pool's foreground pixels
+    from detect_proposal_counts import compose
+    from dualstream.tasks.detect import proposal_stage
+
+    cfg = compose(["experiment=demo", "seed=0", "task.detector.threshold=0.5", f"paths.cache_dir={tmp_path / 'cache'}",
+                   *extra, "data.sections=0:2", "task.detector.steps=2"])
+    probs = proposal_stage(cfg).probs.pool
+    fg = probs[read_sections(cfg.data)[0].labels > 0]
+    t = next(r["threshold"] for r in out["rows"] if r["rule"] == "oracle:0.5" and r["seed"] == 0)
+    assert (fg >= t).mean() >= 0.5 and (t >= 0.98 or (fg >= t + 0.02 + 1e-6).mean() < 0.5)

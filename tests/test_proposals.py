@@ -192,6 +192,61 @@ def test_detector_patches_draws_positives_and_avoids_artifacts():
     assert len(imgs) == 6  # 8 tiles, 2 artifacts
 
 
+def _tiled_sections() -> Sections:
+    """Two 64 x 64 sections in 16 x 16 tiles (32 tiles): a foreground dot in every tile of section 0's
+    top half (8 tiles), section 1's top row of tiles an artifact (4 tiles)."""
+    labels = np.zeros((2, 64, 64), np.uint8)
+    labels[0, 5:37:16, 5::16] = 1
+    labels[0, 6:38:16, 5::16] = 1
+    ignore = np.zeros((2, 64, 64), np.float32)
+    ignore[1, :16] = 1
+    images = np.random.default_rng(0).random((2, 64, 64)).astype(np.float32)
+    return Sections(images, labels, ignore, np.array([0, 1]), (1.0, 1.0, 1.0))
+
+
+def test_calibration_tiles_are_drawn_outside_the_training_draw():
+    from dualstream.proposals import calibration_tiles, cut_tiles, draw_tiles, section_tiles
+
+    sections = _tiled_sections()
+    det = {"train_patches": 6, "positive_share": 0.5, "calibration_patches": 8}
+    trained = draw_tiles(sections, 16, 6, np.random.default_rng([3, 7]), 0.5)
+    imgs, _ = detector_patches(sections, 16, 6, np.random.default_rng([3, 7]), 0.5)
+    np.testing.assert_array_equal(imgs, cut_tiles(sections.images, section_tiles(sections, 16), trained, 16))
+    chosen, masks = calibration_tiles(sections, 16, det, seed=3)
+    assert len(chosen) == 8 and not set(chosen) & set(trained)
+    tiles = section_tiles(sections, 16)
+    left = sum(1 for i in range(8) if i not in set(trained))  # positives are tiles 0-7 (section 0, top half)
+    assert left >= 4 and masks[:4].any(axis=(1, 2)).all()  # half of the 8 drawn among the positives left, first
+    assert all(sections.ignore[s, y, x] == 0 for s, y, x in (tiles[i] for i in chosen))  # no artifact tile
+    # More than the tiles left (32 - 4 artifacts - 6 trained = 22): all of them.
+    chosen, _ = calibration_tiles(sections, 16, {**det, "calibration_patches": 100}, seed=3)
+    assert len(chosen) == 22
+
+
+def test_heldout_threshold_reads_the_pool_map_not_the_training_patches():
+    from dualstream.proposals import calibration_tiles, heldout_threshold, section_tiles
+    from dualstream.errors import EmptyPoolError
+
+    sections = _tiled_sections()
+    det = {"train_patches": 6, "positive_share": 0.5, "calibration_patches": 8}
+    chosen, _ = calibration_tiles(sections, 16, det, seed=3)
+    tiles = section_tiles(sections, 16)
+    probs = np.where(sections.labels > 0, 0.99, 0.0).astype(np.float32)  # near-certain everywhere ...
+    positives = 0
+    for i in chosen:  # ... except on the held-out tiles: each dot's two pixels at 0.31 and 0.71
+        s, y, x = tiles[i]
+        dot = probs[s, y : y + 16, x : x + 16]
+        if (dot > 0).any():
+            dot[dot > 0] = [0.31, 0.71]
+            positives += 1
+    cal = heldout_threshold(probs, sections, 16, det, 3, target_recall=0.5)
+    assert positives >= 4 and cal.tiles == 8 and cal.foreground_tiles == positives and cal.foreground_pixels == 2 * positives
+    assert cal.threshold == pytest.approx(0.70)  # the training patches (0.99) would give the grid's top, 0.98
+    assert heldout_threshold(probs, sections, 16, det, 3, target_recall=0.9).threshold == pytest.approx(0.30)
+    with pytest.raises(EmptyPoolError, match="calibration_patches"):
+        heldout_threshold(probs, sections, 16, {**det, "train_patches": 100}, 3, 0.5)
+
+
 def test_calibrated_threshold_keeps_the_target_share_of_foreground_pixels():
     from dualstream.proposals import calibrate_threshold
 

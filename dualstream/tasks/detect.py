@@ -25,7 +25,9 @@ from dualstream.errors import ConfigError, EmptyPoolError
 from dualstream.loop import LoopSettings
 from dualstream.matching import proposal_recall
 from dualstream.oracle import ProposalAnnotator
-from dualstream.proposals import build_proposals, detector_threshold, min_component_size, read_sections, run_detector
+from dualstream.proposals import (
+    build_proposals, detector_threshold, heldout_threshold, min_component_size, read_sections, run_detector,
+)
 
 if TYPE_CHECKING:
     from dualstream.tasks import TaskSetup
@@ -50,6 +52,12 @@ def check_config(cfg: Any) -> None:
     if str(cfg.task.detector.get("threshold")) != "auto":
         check_number(cfg, "task.detector.threshold", 0.0, 1.0, low_open=True, high_open=True)
     check_number(cfg, "task.detector.target_recall", 0.0, 1.0, low_open=True, high_open=True, default=0.9)
+    check_int(cfg, "task.detector.calibration_patches", 0, default=0)
+    if int(cfg.task.detector.get("calibration_patches") or 0) and str(cfg.task.detector.get("threshold")) != "auto":
+        raise ConfigError(
+            f"task.detector.calibration_patches={cfg.task.detector.calibration_patches} only acts with"
+            f" task.detector.threshold=auto (got {cfg.task.detector.threshold}); set threshold=auto or calibration_patches=0"
+        )
     if cfg.task.detector.get("min_area_nm2") is not None:
         check_number(cfg, "task.detector.min_area_nm2", 0.0, low_open=True)
     check_int(cfg, "task.detector.min_size", 1)
@@ -80,6 +88,7 @@ class ProposalStage:
     probs: Any  # DetectorOutput
     threshold: float
     min_size: int
+    calibration_patches: int = 0  # painted tiles held out of training that set the threshold (0: none)
 
 
 def proposal_stage(cfg: Any) -> ProposalStage:
@@ -95,13 +104,25 @@ def proposal_stage(cfg: Any) -> ProposalStage:
         pool_sec, test_sec, det, cfg.trainer, int(cfg.data.patch_size), int(cfg.seed),
         float(cfg.loop.artifact_threshold), cfg.paths.get("cache_dir"),
     )
-    threshold = detector_threshold(det, probs.calibrated(target_recall) if auto else None)
+    heldout = None
+    if auto and int(det.get("calibration_patches") or 0):
+        heldout = heldout_threshold(
+            probs.pool, pool_sec, int(cfg.data.patch_size), det, int(cfg.seed), target_recall, float(cfg.loop.artifact_threshold)
+        )
+        if heldout.foreground_pixels == 0:
+            log.warning("detector: the %d held-out calibration tiles hold no foreground; threshold 0.5", heldout.tiles)
+    threshold = detector_threshold(det, heldout.threshold if heldout else probs.calibrated(target_recall) if auto else None)
     min_size = min_component_size(det, pool_sec.voxel_size)
-    if auto:
+    if heldout:
+        log.info(
+            "detector: threshold %.2f keeps %.0f%% of the foreground of %d held-out painted tiles (%d with foreground)",
+            threshold, 100 * target_recall, heldout.tiles, heldout.foreground_tiles,
+        )
+    elif auto:
         log.info("detector: threshold %.2f keeps %.0f%% of its training foreground pixels", threshold, 100 * target_recall)
     pool, pool_objects = build_proposals(probs.pool, pool_sec, threshold, min_size, crop, match_iou)
     test, test_objects = build_proposals(probs.test, test_sec, threshold, min_size, crop, match_iou)
-    return ProposalStage(pool, test, pool_objects, test_objects, probs, threshold, min_size)
+    return ProposalStage(pool, test, pool_objects, test_objects, probs, threshold, min_size, heldout.tiles if heldout else 0)
 
 
 def prepare(cfg: Any, run_dir: str | Path) -> "TaskSetup":
@@ -155,6 +176,7 @@ def prepare(cfg: Any, run_dir: str | Path) -> "TaskSetup":
         "proposal_recall_pool": proposal_recall(pool.object_index, len(pool_objects)),
         "proposal_recall_test": proposal_recall(test.object_index, len(test_objects)),
         "detector_threshold": threshold,
+        "detector_calibration_patches": stage.calibration_patches,
         "detector_min_size_px": min_size,
         "detector_seconds": probs.seconds,
         "detector_cached": probs.from_cache,

@@ -9,6 +9,9 @@ pool proposal counts with their spread: the target is every seed within +-25% of
         --setting "5nm:data.downsample=1,data.patch_size=128,task.crop_size=96" \\
         --threshold 0.3 --threshold auto --extra task.detector.min_area_nm2=5000 --json out.json
 
+``--threshold oracle:0.6`` is a diagnostic, not a rule: the threshold keeping 0.6 of the pool's own
+foreground pixels (every pool label), the bound for any calibration on a few painted tiles.
+
 Detectors are cached in ``--cache`` (the threshold is applied after the cache, so the rules share one
 trained detector per seed and setting).
 """
@@ -41,8 +44,23 @@ def spread(counts: list[int]) -> dict[str, float]:
     a = np.asarray(counts, dtype=np.float64)
     mean = float(a.mean())
     worst = float(np.max(np.abs(a - mean)) / mean) if mean > 0 else float("inf")
-    return {"mean": mean, "sd": float(a.std(ddof=1)) if len(a) > 1 else float("nan"), "min": int(a.min()),
+    sd = float(a.std(ddof=1)) if len(a) > 1 else float("nan")
+    return {"mean": mean, "sd": sd, "cv": sd / mean if mean > 0 else float("nan"), "min": int(a.min()),
             "max": int(a.max()), "max_rel_dev": worst, "within_25pct": bool(worst <= 0.25)}
+
+
+def oracle_stage(cfg, stage, recall: float):
+    """``stage`` re-thresholded where the pool keeps ``recall`` of its own foreground pixels (uses every
+    pool label: it bounds what a calibration on a few painted tiles can reach)."""
+    from dataclasses import replace
+
+    from dualstream.proposals import build_proposals, calibrate_threshold, read_sections
+
+    pool_sec, _ = read_sections(cfg.data)
+    threshold = calibrate_threshold(stage.probs.pool, pool_sec.labels, recall)
+    pool, pool_objects = build_proposals(stage.probs.pool, pool_sec, threshold, stage.min_size, int(cfg.task.crop_size),
+                                         float(cfg.task.match_iou))
+    return replace(stage, pool=pool, pool_objects=pool_objects, threshold=threshold)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", default="detect_mito")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--setting", action="append", required=True, help="NAME:key=value,key=value")
-    parser.add_argument("--threshold", action="append", required=True, help="a probability, or auto")
+    parser.add_argument("--threshold", action="append", required=True,
+                        help="a probability, auto, or oracle:R (a diagnostic bound, not a rule a lab can run: the threshold"
+                             " keeping recall R of the pool's own foreground pixels, read from every pool label)")
     parser.add_argument("--extra", action="append", default=[], help="more overrides for every run")
     parser.add_argument("--cache", default=str(ROOT / ".cache" / "dualstream"))
     parser.add_argument("--json", default=None)
@@ -65,11 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         overrides = [o for o in spec.split(",") if o]
         for seed in args.seeds:
             for rule in args.threshold:
-                cfg = compose([f"experiment={args.experiment}", f"seed={seed}", f"task.detector.threshold={rule}",
-                               f"paths.cache_dir={args.cache}", "logger=none", "progress=false", *args.extra, *overrides])
+                oracle = rule.startswith("oracle:")
+                cfg = compose([f"experiment={args.experiment}", f"seed={seed}",
+                               f"task.detector.threshold={0.5 if oracle else rule}", f"paths.cache_dir={args.cache}",
+                               "logger=none", "progress=false", *args.extra, *overrides])
                 apply_cpu_threads(cfg.trainer)  # as a run does: another thread count trains another detector
                 t0 = time.perf_counter()
                 stage = proposal_stage(cfg)
+                if oracle:
+                    stage = oracle_stage(cfg, stage, float(rule.partition(":")[2]))
                 row = {
                     "setting": name, "seed": seed, "rule": rule, "threshold": stage.threshold, "min_size_px": stage.min_size,
                     "pool": len(stage.pool), "pool_true": int(stage.pool.truth.sum()), "test": len(stage.test),
@@ -84,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             counts = [r["pool"] for r in rows if r["setting"] == name and r["rule"] == rule]
             summary[f"{name} threshold={rule}"] = spread(counts) | {"counts": counts}
     for key, s in summary.items():
-        print(f"{key}: pool proposals {s['counts']}, mean {s['mean']:.0f}, largest deviation {100 * s['max_rel_dev']:.0f}%"
+        print(f"{key}: pool proposals {s['counts']}, mean {s['mean']:.0f}, CV {s['cv']:.3f},"
+              f" largest deviation {100 * s['max_rel_dev']:.0f}%"
               f" -> {'within' if s['within_25pct'] else 'OUTSIDE'} +-25%")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
