@@ -83,6 +83,17 @@ def test_fit_data_stream_vae_embeds_and_caches(tmp_path):
     assert simclr.key != first.key and simclr.embedding.shape == (20, 8)
 
 
+def test_vae_trains_on_a_one_item_pool():
+    """Batch norm needs two samples where the VAE's last block is 1 x 1: a one-item pool (a detect pool with
+    one proposal) is trained on two copies of its item instead of failing inside Lightning."""
+    from dualstream.streams.data_stream import train_encoder
+
+    images, _ = _blobs(1, size=16)
+    deep = {**_cfg("vae"), "module": {"width": 4, "depth": 4, "latent_dim": 6}}  # 16 px / 2**4 = 1 x 1
+    embedding = train_encoder(images, deep, CPU, seed=0)
+    assert embedding.shape == (1, 6) and np.isfinite(embedding).all()
+
+
 def test_pool_streams_give_the_screen_a_second_frozen_encoder(tmp_path):
     """fit_pool_streams: SimCLR as the weight, the VAE's embedding for the screen (cached on its own key, so
     a run with encoder=vae loads it); a fine-tuned screen encoder is refused before anything trains."""

@@ -109,6 +109,8 @@ class PatchVAE(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         x = batch[0]
+        if x.shape[0] == 1:  # a one-item pool: batch norm needs two samples, so train on two copies of it
+            x = x.repeat(2, *([1] * (x.ndim - 1)))
         if self.hparams.augment:
             (x,) = random_dihedral(x)
         terms = self.loss_terms(x.clamp(0, 1))
