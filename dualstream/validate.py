@@ -281,6 +281,12 @@ def _check_depth(cfg: DictConfig) -> None:
     if _get(cfg, "task.name", "segment") != "segment":
         raise ConfigError(f"data.patch_depth={depth}: 3D blocks are for task=segment only; set data.patch_depth=1")
     if (_get(cfg, "encoder.name", None) or "simclr") == "vae":
+        if _get(cfg, "screen_encoder", None):  # acquisition=dualstream's default pair: both encoders are 2D
+            raise ConfigError(
+                f"encoder=vae and screen_encoder are 2D only and data.patch_depth={depth} (acquisition=dualstream takes "
+                "the VAE as its weight and SimCLR as its veto by default); for 3D blocks pass encoder=simclr "
+                "'~screen_encoder' (the 3D SimCLR alone, as experiment=demo3d does), or use data.patch_depth=1"
+            )
         raise ConfigError(f"encoder=vae is 2D only and data.patch_depth={depth}; use encoder=simclr or data.patch_depth=1")
     if _get(cfg, "annotator.name", "simulated") != "simulated":
         raise ConfigError(f"data.patch_depth={depth}: annotating your own volume (annotator=files) is 2D only; set data.patch_depth=1")
@@ -373,7 +379,7 @@ def check_screen_encoder(cfg: DictConfig) -> None:
 
         raise ConfigError(FROZEN_SCREEN)
     if int(_get(cfg, "data.patch_depth", 1) or 1) > 1:
-        raise ConfigError("screen_encoder is 2D only and data.patch_depth > 1; drop screen_encoder or use data.patch_depth=1")
+        raise ConfigError("screen_encoder is 2D only and data.patch_depth > 1; drop it ('~screen_encoder' on the command line) or use data.patch_depth=1")
     params = _get(cfg, "acquisition.params", None) or {}
     if not params.get("screen_embedding"):
         raise ConfigError(

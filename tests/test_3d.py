@@ -235,7 +235,10 @@ def _compose(overrides: list[str]):
 @pytest.mark.parametrize(
     "extra, match",
     [
-        (["encoder=vae"], "encoder=vae is 2D only"),
+        (["encoder=vae", "~screen_encoder"], "encoder=vae is 2D only"),
+        ([], "for 3D blocks pass encoder=simclr '~screen_encoder'"),  # dualstream's default VAE/SimCLR pair
+        (["encoder=simclr"], "screen_encoder is 2D only"),
+        (["acquisition=random", "encoder=vae"], "encoder=vae is 2D only"),
         (["data.inject_artifacts=0.1"], "data.inject_artifacts"),
         (["data.stride_z=0"], "data.stride_z"),
         (["+encoder.module.ndim=3"], "encoder.module.ndim"),
@@ -246,6 +249,15 @@ def test_validate_rejects_what_3d_blocks_do_not_support(extra, match):
 
     with pytest.raises(ConfigError, match=match):
         validate(_compose(["data.patch_depth=4", "logger=none", *extra]), check_files=False)
+
+
+def test_the_suggested_3d_fix_validates(tmp_path):
+    """The fix the 3D error names (the 3D SimCLR alone) composes and validates with the default acquisition."""
+    from dualstream.validate import validate
+
+    cfg = _compose(["data.patch_depth=4", "logger=none", "encoder=simclr", "~screen_encoder", f"paths.cache_dir={tmp_path}"])
+    assert cfg.acquisition.name == "dualstream" and not cfg.get("screen_encoder")
+    validate(cfg, check_files=False)
 
 
 def test_demo3d_preset_validates(tmp_path):
@@ -264,8 +276,8 @@ def test_dense_task_runs_end_to_end_on_3d_blocks(tmp_path):
         "data.patch_depth=4", "data.patch_size=16", "data.downsample=2",
         "encoder.steps=2", "encoder.batch_size=8", "model.steps=2", "model.batch_size=2", "model.module.width=4",
         "loop.initial=2", "loop.batch=2", "loop.rounds=1",
-        "acquisition=dualstream", "logger=none", "progress=false", "trainer.cpu_threads=1",
-        f"paths.cache_dir={tmp_path / 'cache'}",
+        "acquisition=dualstream", "encoder=simclr", "~screen_encoder",  # the 3D SimCLR alone (the pair is 2D)
+        "logger=none", "progress=false", "trainer.cpu_threads=1", f"paths.cache_dir={tmp_path / 'cache'}",
     ])
     results = run(cfg, tmp_path / "run")
     saved = json.loads((tmp_path / "run" / "results.json").read_text())

@@ -158,7 +158,7 @@ HYDRA_CASES = [
     # a key of another preset of the group (a sweep preset that selects it per job is applied after this check)
     (["acquisition.params.typicality=cluster"], "acquisition=dualstream_v2"),
     # the same for a group whose presets pull their keys in from another group (screen_encoder <- encoder)
-    (["screen_encoder.steps=3"], "screen_encoder=simclr"),
+    (["acquisition=random", "screen_encoder.steps=3"], "screen_encoder=simclr"),  # random names no screen encoder
 ]
 
 

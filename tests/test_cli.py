@@ -30,6 +30,10 @@ def test_one_run_writes_results_and_csv_log(tmp_path, tiny_overrides):
     assert results["acquisition"] == "dualstream" and results["seed"] == 0
     assert results["task"] == "segment" and results["metric"] == "foreground_iou"
     assert results["config"]["loop"]["batch"] == 4
+    # the default dualstream: the VAE as the weight, a SimCLR screen trained as long (BENCHMARKS §3, session 19)
+    assert results["config"]["encoder"]["name"] == "vae" and results["config"]["screen_encoder"]["name"] == "simclr"
+    assert results["config"]["screen_encoder"]["steps"] == 3
+    assert "second encoder (simclr) for the quality screen" in proc.stdout
     records = results["records"]
     assert [r["round"] for r in records] == [0, 1]
     assert results["finished"] is True  # the last round's rewrite says so
@@ -55,7 +59,7 @@ def test_a_second_encoder_for_the_screen_trains_once_and_is_shared(tmp_path, tin
     results = json.loads((tmp_path / "both" / "results.json").read_text())
     assert results["config"]["screen_encoder"]["name"] == "vae" and len(results["records"]) == 2
     vae = dualstream(
-        *tiny_overrides, "logger=none", f"hydra.run.dir={tmp_path / 'vae'}", "encoder=vae", "encoder.steps=3",
+        *tiny_overrides, "logger=none", f"hydra.run.dir={tmp_path / 'vae'}", "encoder=vae", "~screen_encoder", "encoder.steps=3",
         "encoder.batch_size=16", "loop.rounds=0", cwd=tmp_path,
     )
     assert vae.returncode == 0, vae.stderr[-3000:]

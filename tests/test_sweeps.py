@@ -49,6 +49,44 @@ def test_sweep_settings_win_over_the_experiment_preset():
     assert cfg.data.downsample == 2  # the experiment's data choice is kept
 
 
+def _encoders(cfg) -> tuple[str, str | None]:
+    screen = cfg.get("screen_encoder")
+    return str(cfg.encoder.name), (str(screen.name) if screen else None)
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ((), ("vae", "simclr")),                                   # the default dualstream: VAE weight, SimCLR veto
+        (("acquisition=random",), ("simclr", None)),               # every other strategy: SimCLR alone
+        (("acquisition=dualstream_v1",), ("simclr", None)),
+        (("encoder=simclr", "~screen_encoder"), ("simclr", None)),  # candidate H, as BENCHMARKS reruns it
+        (("encoder=simclr",), ("simclr", "simclr")),               # the command line wins over the strategy
+        (("experiment=mito_epfl_artifacts",), ("vae", "simclr")),
+        (("experiment=demo3d",), ("simclr", None)),                # 3D: both of the pair are 2D only
+        (("experiment=detect_psd",), ("simclr", None)),            # detect presets: no VAE-weight runs
+        (("experiment=detect_psd_artifacts",), ("simclr", None)),
+        (("experiment=detect_mito",), ("simclr", None)),
+        (("experiment=detect_demo",), ("simclr", None)),
+        (("experiment=detect_psd", "encoder=vae"), ("vae", None)),
+    ],
+)
+def test_which_encoders_each_strategy_and_preset_selects(overrides, expected):
+    """acquisition=dualstream selects the VAE weight and SimCLR veto for itself only (BENCHMARKS §3, session 19)."""
+    cfg = _compose(*overrides)
+    assert _encoders(cfg) == expected
+    assert not cfg.get("screen_encoder") or cfg.screen_encoder.steps == cfg.encoder.steps  # trained as long
+
+
+def test_the_lab_loop_keeps_simclr_alone():
+    _register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="suggest", overrides=["project=p", "data.image=v.zarr"])
+        asked = compose(config_name="suggest", overrides=["project=p", "data.image=v.zarr", "encoder=vae", "screen_encoder=simclr"])
+    assert cfg.acquisition.name == "dualstream" and _encoders(cfg) == ("simclr", None)
+    assert _encoders(asked) == ("vae", "simclr")
+
+
 def test_default_launcher_is_parallel_joblib():
     cfg = _compose()
     assert "JoblibLauncher" in cfg.hydra.launcher._target_ and cfg.hydra.launcher.n_jobs == 2
