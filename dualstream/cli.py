@@ -151,6 +151,17 @@ def _report_sweep_failures(err: Exception) -> None:
     sys.exit(EXIT_USER_ERROR)
 
 
+def _null_group_overrides(args: list[str]) -> list[str]:
+    """The config groups (folders of ``conf/``) that ``args`` set to ``null``, e.g. ``screen_encoder=null``."""
+    groups = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("+")
+        if sep and value.strip() == "null" and (CONF_DIR / key).is_dir() and not (CONF_DIR / key / "null.yaml").exists():
+            groups.append(key)
+    return groups
+
+
 def main() -> None:
     launch(_task, "config", "dualstream")
 
@@ -195,6 +206,14 @@ def launch(task: Callable[[Any], Any], config_name: str, prog: str) -> None:
         _fail(str(err))
     except (HydraException, OmegaConfBaseException) as err:
         _fail(_hydra_message(err))
+    except ValueError as err:
+        groups = _null_group_overrides(sys.argv[1:])
+        if not groups or "Config group override" not in str(err):
+            raise
+        _fail(
+            f"{groups[0]}=null: a config group cannot be set to null on the command line;"
+            f" drop it with '~{groups[0]}' (quoted, so the shell leaves the ~ alone)"
+        )
     except OSError as err:
         if err.filename is None:
             raise

@@ -159,6 +159,8 @@ HYDRA_CASES = [
     (["acquisition.params.typicality=cluster"], "acquisition=dualstream_v2"),
     # the same for a group whose presets pull their keys in from another group (screen_encoder <- encoder)
     (["acquisition=random", "screen_encoder.steps=3"], "screen_encoder=simclr"),  # random names no screen encoder
+    # a group set to null on the command line (Hydra raises a bare ValueError): name the ~group form
+    (["screen_encoder=null"], "'~screen_encoder'"),
 ]
 
 
