@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from dualstream.errors import ConfigError
 from dualstream.loop import ActiveLearningLoop, LoopSettings, ProposeHook, TaskModel
 from dualstream.oracle import Annotator, FilesAnnotator
+from dualstream.provenance import environment
 from dualstream.results import (
     RESULTS_FILE, RoundRecord, RunResults, area_under_curve, load_results, log_area_under_curve,
 )
@@ -143,6 +144,7 @@ def drive_loop(
     try:
         stream, task = streams()
         results.extra.update(encoder_seconds=stream.seconds, encoder_cached=stream.from_cache, encoder_key=stream.key)
+        results.extra["environment"] = environment()  # the host and libraries of this (last) process
 
         def on_round(record: RoundRecord) -> None:
             # The state first: it is what a rerun resumes from; results.json is rebuilt from it.

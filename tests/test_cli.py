@@ -11,6 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 import tifffile
 
 BIN = Path(sys.executable).parent
@@ -34,6 +35,8 @@ def test_one_run_writes_results_and_csv_log(tmp_path, tiny_overrides):
     assert results["config"]["encoder"]["name"] == "vae" and results["config"]["screen_encoder"]["name"] == "simclr"
     assert results["config"]["screen_encoder"]["steps"] == 3
     assert "second encoder (simclr) for the quality screen" in proc.stdout
+    env = results["environment"]  # where it ran: runs repeat exactly on one machine only
+    assert env["torch"] == torch.__version__ and env["cpu"] and env["python"].startswith("3.")
     records = results["records"]
     assert [r["round"] for r in records] == [0, 1]
     assert results["finished"] is True  # the last round's rewrite says so
