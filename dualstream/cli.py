@@ -151,15 +151,14 @@ def _report_sweep_failures(err: Exception) -> None:
     sys.exit(EXIT_USER_ERROR)
 
 
-def _null_group_overrides(args: list[str]) -> list[str]:
-    """The config groups (folders of ``conf/``) that ``args`` set to ``null``, e.g. ``screen_encoder=null``."""
-    groups = []
+def _null_group_override(args: list[str]) -> str | None:
+    """The first config group (a folder of ``conf/``) that ``args`` set to ``null``, e.g. ``screen_encoder=null``."""
     for arg in args:
         key, sep, value = arg.partition("=")
         key = key.lstrip("+")
         if sep and value.strip() == "null" and (CONF_DIR / key).is_dir() and not (CONF_DIR / key / "null.yaml").exists():
-            groups.append(key)
-    return groups
+            return key
+    return None
 
 
 def main() -> None:
@@ -207,12 +206,12 @@ def launch(task: Callable[[Any], Any], config_name: str, prog: str) -> None:
     except (HydraException, OmegaConfBaseException) as err:
         _fail(_hydra_message(err))
     except ValueError as err:
-        groups = _null_group_overrides(sys.argv[1:])
-        if not groups or "Config group override" not in str(err):
+        group = _null_group_override(sys.argv[1:])
+        if group is None or "Config group override" not in str(err):
             raise
         _fail(
-            f"{groups[0]}=null: a config group cannot be set to null on the command line;"
-            f" drop it with '~{groups[0]}' (quoted, so the shell leaves the ~ alone)"
+            f"{group}=null: a config group cannot be set to null on the command line;"
+            f" drop it with '~{group}' (quoted, so the shell leaves the ~ alone)"
         )
     except OSError as err:
         if err.filename is None:

@@ -11,8 +11,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
 import tifffile
+import torch
 
 BIN = Path(sys.executable).parent
 RECORD_KEYS = {"round", "n_labeled", "n_queried", "n_skipped", "score", "stream_correlation", "seconds"}
