@@ -142,6 +142,44 @@ def stream_correlation(uncertainty: np.ndarray, typicality: np.ndarray) -> float
     return float(spearmanr(uncertainty, typicality).statistic)
 
 
+def cold_start_selection(
+    name: str, view: PoolView, k: int, rng: np.random.Generator, screen: Mapping[str, Any] | None = None
+) -> Selection:
+    """The first batch of a run without labels: strategy ``name`` on the data stream alone.
+
+    No task model exists yet, so strategies that read uncertainty see a constant. With ``screen``
+    (keyword arguments of :func:`~dualstream.acquisition.core.quality_screen`: ``screen_z``,
+    ``screen_embedding``, ...) the items the quality screen flags are excluded from the pick
+    (``PoolView.excluded``) but still count for the embedding's structure (k-means, densities), so a
+    lab's first batch does not go to blank, saturated or folded tiles, nor to a whole corrupted
+    section, which a cluster-covering strategy such as TypiClust would otherwise treat as one more
+    cluster to cover. When the screen leaves fewer than ``k`` candidates it is dropped (with a warning).
+
+    Args:
+        view: ``(N, ...)`` arrays of the pool (``extras["pixel_stats"]`` for the pixel screen,
+            ``extras["screen_embedding"]`` for a second encoder's embedding screen).
+
+    Returns:
+        The ``(B,)`` selection; its ``(N,)`` utilities are NaN on excluded items.
+    """
+    from dualstream.acquisition.core import quality_screen
+
+    n = len(view)
+    excluded = None
+    if screen:
+        excluded, _ = quality_screen(view, **dict(screen))
+        if excluded is not None:
+            excluded = excluded & ~view.queried
+            left = int((~view.queried & ~excluded).sum())
+            if left < k:
+                log.warning("cold start: the quality screen leaves %d items for a batch of %d; not screening", left, k)
+                excluded = None
+            else:
+                log.info("cold start: the quality screen rules out %d of %d items", int(excluded.sum()), n)
+    blind = PoolView(view.embedding, view.typicality, np.zeros(n), view.queried, view.extras, excluded)
+    return acquire(name, blind, k, rng)
+
+
 class ActiveLearningLoop:
     """Runs one acquisition strategy from the initial set to the last round.
 
@@ -158,6 +196,8 @@ class ActiveLearningLoop:
         cold_start: ``random`` (the seed's random initial set, paired across strategies) or the name of a
             strategy that needs no task model (``typiclust``, ``probcover``, ``coreset``, ``density``):
             it picks the initial set from the data stream alone.
+        cold_screen: keyword arguments of :func:`~dualstream.acquisition.core.quality_screen` for a
+            cold start that is not random (``None``: no screen); see :func:`cold_start_selection`.
         on_propose: see :data:`ProposeHook` (a lab's query list and plots).
         on_wait: called when the annotator has not answered a batch yet (save the state); the run stops.
 
@@ -183,6 +223,7 @@ class ActiveLearningLoop:
         cold_start: str = "random",
         on_propose: ProposeHook | None = None,
         on_wait: Callable[[], None] | None = None,
+        cold_screen: Mapping[str, Any] | None = None,
     ):
         self.images = pool_images
         self.static_extras = dict(static_extras or {})
@@ -197,6 +238,7 @@ class ActiveLearningLoop:
         self.on_propose = on_propose
         self.on_wait = on_wait or (lambda: None)
         self.cold_start = cold_start
+        self.cold_screen = dict(cold_screen) if cold_screen is not None else None
         self.progress = progress
         n = len(pool_images)
         settings.check(n)
@@ -257,9 +299,7 @@ class ActiveLearningLoop:
         view = PoolView(self.stream.embedding, self.stream.typicality, nan, self.queried.copy(), dict(self.static_extras))
         if self.cold_start == "random":
             return Selection(rng.choice(n, k, replace=False).astype(np.int64), nan.copy()), view
-        # No task model yet: strategies that read uncertainty see a constant.
-        blind = PoolView(view.embedding, view.typicality, np.zeros(n), view.queried, view.extras)
-        return acquire(self.cold_start, blind, k, rng), view
+        return cold_start_selection(self.cold_start, view, k, rng, self.cold_screen), view
 
     def snapshot(self, config_hash: str = "", pool: str = "") -> LoopState:
         """The loop's state now (after the last round's queries were answered), for :meth:`LoopState.save`."""

@@ -92,6 +92,25 @@ def apply_acquisition_needs(cfg: DictConfig) -> None:
         task_module(cfg).raise_mc_samples(cfg, wanted)
 
 
+#: The quality screen a cold start applies when the acquisition names none of its own: the default
+#: ``dualstream``'s (pixel statistics beyond 3.5 robust SDs, and the embedding's separate outlier mode).
+COLD_SCREEN_DEFAULTS = {"screen_z": 3.5, "screen_embedding": True, "screen_k": 200, "screen_separation": 3.0, "screen_max_share": 0.3}
+
+
+def cold_screen_params(cfg: DictConfig) -> dict | None:
+    """``quality_screen`` keyword arguments for a cold start that is not random, or None (no screen).
+
+    ``loop.cold_screen`` (default true) switches it; the values are the acquisition's own
+    ``screen_*`` parameters where it has them (so a lab's first batch is screened as its later ones
+    are), else :data:`COLD_SCREEN_DEFAULTS`.
+    """
+    loop = cfg.get("loop") or {}
+    if str(loop.get("cold_start") or "random") == "random" or not loop.get("cold_screen", True):
+        return None
+    params = dict(cfg.acquisition.get("params") or {})
+    return {key: params.get(key, default) for key, default in COLD_SCREEN_DEFAULTS.items()}
+
+
 def drive_loop(
     cfg: DictConfig,
     run_dir: Path,
@@ -169,7 +188,7 @@ def drive_loop(
         loop = ActiveLearningLoop(
             items, stream, task, annotator, results.acquisition, cfg.acquisition.get("params") or {}, settings,
             results.seed, on_round=on_round, progress=bool(cfg.get("progress", True)), static_extras=static,
-            cold_start=str(cfg.loop.get("cold_start") or "random"), on_propose=on_propose,
+            cold_start=str(cfg.loop.get("cold_start") or "random"), cold_screen=cold_screen_params(cfg), on_propose=on_propose,
             on_wait=lambda: loop.snapshot(state_hash, fingerprint).save(run_dir),
         )
         if state is not None:

@@ -507,6 +507,7 @@ def check_loop(cfg: DictConfig) -> None:
     check_int(cfg, "loop.batch", 1)
     check_int(cfg, "loop.rounds", 0, optional=True)  # null: as many rounds as the pool holds (a lab's project)
     check_number(cfg, "loop.artifact_threshold", 0.0, 1.0, low_open=True, default=0.5)
+    check_bool(cfg, "loop.cold_screen", default=True)
     schedule = _get(cfg, "loop.schedule", None)
     if schedule is not None:
         ok = isinstance(schedule, list) and schedule and all(_is_int(v) and v >= 1 for v in schedule)

@@ -353,3 +353,49 @@ def test_bald_config_raises_the_task_models_mc_samples_only_for_bald(task):
     plain = cfg({"name": "uncertainty"})
     apply_acquisition_needs(plain)
     assert plain.model.module.mc_samples == plain.task.verifier.mc_samples == 1
+
+
+# --- excluded items (a screened cold start) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["typiclust", "probcover", "coreset", "density"])
+def test_label_free_strategies_never_pick_excluded_items(name):
+    # Cluster A (0..39) is the biggest and densest: every strategy's first choice. Excluded, it must not be picked.
+    rng = np.random.default_rng(0)
+    emb = np.vstack([blob(rng, [0, 0], 40, 0.05), blob(rng, [10, 0], 20), blob(rng, [0, 10], 20)])
+    typ = np.r_[np.full(40, 5.0), np.ones(40)]
+    excluded = np.zeros(80, dtype=bool)
+    excluded[:40] = True
+    plain = view_of(emb, typicality=typ)
+    assert (acquire(name, plain, 4, np.random.default_rng(0)).indices < 40).any()  # the test can fail
+    view = PoolView(plain.embedding, plain.typicality, plain.uncertainty, plain.queried, plain.extras, excluded)
+    sel = acquire(name, view, 4, np.random.default_rng(0))
+    assert (sel.indices >= 40).all() and len(np.unique(sel.indices)) == 4
+    assert not view.available[:40].any() and view.candidates.min() == 40
+
+
+def test_excluded_items_are_not_queried_for_typiclust():
+    # Excluded items do not count as covering their cluster (queried ones do): K stays Q + B, and the
+    # cluster of the excluded item still gets its pick.
+    rng = np.random.default_rng(0)
+    emb = np.vstack([blob(rng, [0, 0], 30, 0.3), blob(rng, [20, 0], 30, 0.3)])
+    excluded = np.zeros(60, dtype=bool)
+    excluded[0] = True
+    view = PoolView(emb.astype(np.float32), np.ones(60), np.zeros(60), np.zeros(60, dtype=bool), {}, excluded)
+    sel = acquire("typiclust", view, 2, np.random.default_rng(0))
+    assert sorted(i // 30 for i in sel.indices) == [0, 1] and 0 not in sel.indices
+    assert np.isnan(sel.utilities[0])
+
+
+def test_acquire_rejects_a_strategy_that_picks_an_excluded_item():
+    from dualstream.acquisition.base import REGISTRY, Selection
+
+    REGISTRY["_first_item"] = lambda view, b, rng: Selection(np.arange(b, dtype=np.int64), np.zeros(len(view)))
+    try:
+        excluded = np.zeros(5, dtype=bool)
+        excluded[0] = True
+        view = PoolView(np.zeros((5, 2), np.float32), np.ones(5), np.zeros(5), np.zeros(5, dtype=bool), {}, excluded)
+        with pytest.raises(RuntimeError, match="excluded"):
+            acquire("_first_item", view, 1, np.random.default_rng(0))
+    finally:
+        del REGISTRY["_first_item"]

@@ -127,3 +127,65 @@ def test_schedule_from_config():
         LoopSettings.from_config({"schedule": ["a"]})
     with pytest.raises(ConfigError, match="loop.initial"):
         LoopSettings.from_config({"initial": "abc", "batch": 1, "rounds": 1})
+
+
+# --- a lab's cold start behind the quality screen ------------------------------------------------------
+
+
+def blank_cluster_pool(seed=0):
+    """60 tiles: 0..19 blank (a pixel-statistics outlier) and one tight, dense cluster of the embedding,
+    the biggest there is; 20..59 ordinary tiles in two looser clusters (as a corrupted section looks to
+    TypiClust: the largest cluster to cover)."""
+    from dualstream.streams.pixel_stats import pixel_statistics
+
+    rng = np.random.default_rng(seed)
+    images = rng.random((60, 8, 8), dtype=np.float32)
+    images[:20] = 0.0
+    emb = np.vstack([0.01 * rng.normal(size=(20, 4)), rng.normal(size=(20, 4)) + 6.0, rng.normal(size=(20, 4)) - 6.0])
+    stream = DataStream(emb.astype(np.float32), np.r_[np.full(20, 9.0), np.ones(40)], 0.0, False, "k")
+    return images, stream, {"pixel_stats": pixel_statistics(images)}
+
+
+@pytest.mark.parametrize("screen", [None, {"screen_z": 3.5, "screen_embedding": False}])
+def test_a_typiclust_cold_start_skips_what_the_quality_screen_flags(screen):
+    images, stream, extras = blank_cluster_pool()
+    ignore = np.r_[np.ones(20), np.zeros(40)].astype(np.float32)
+    loop = ActiveLearningLoop(
+        images, stream, FakeTask(np.zeros(60)), SimulatedAnnotator((images > 0.5).astype(np.uint8), ignore), "uncertainty", {},
+        LoopSettings(6, 3, 0), seed=0, progress=False, static_extras=extras, cold_start="typiclust", cold_screen=screen,
+    )
+    loop.run()
+    first = loop.proposed[0]
+    if screen is None:
+        assert (first < 20).any()  # unscreened, TypiClust covers the blank cluster too: the test can fail
+    else:
+        assert (first >= 20).all() and len(first) == 6
+
+
+def test_the_cold_start_screen_steps_aside_when_it_would_leave_too_few(caplog):
+    from dualstream.acquisition import PoolView
+    from dualstream.loop import cold_start_selection
+
+    images, stream, extras = blank_cluster_pool()
+    view = PoolView(stream.embedding, stream.typicality, np.full(60, np.nan), np.r_[np.zeros(20, bool), np.ones(36, bool), np.zeros(4, bool)], extras)
+    with caplog.at_level("WARNING"):
+        sel = cold_start_selection("typiclust", view, 6, np.random.default_rng(0), {"screen_z": 3.5})
+    assert len(sel.indices) == 6 and (sel.indices < 20).sum() >= 2  # only 4 unscreened candidates were left
+    assert "not screening" in caplog.text
+
+
+def test_cold_screen_params_follow_the_acquisitions_screen(cfg_for):
+    from dualstream.runner import COLD_SCREEN_DEFAULTS, cold_screen_params
+
+    assert cold_screen_params(cfg_for([])) is None  # a random start: nothing to screen
+    own = cold_screen_params(cfg_for(["loop.cold_start=typiclust", "acquisition.params.screen_z=4.5"]))
+    assert own == {**COLD_SCREEN_DEFAULTS, "screen_z": 4.5}
+    assert cold_screen_params(cfg_for(["loop.cold_start=typiclust", "acquisition=uncertainty"])) == COLD_SCREEN_DEFAULTS
+    assert cold_screen_params(cfg_for(["loop.cold_start=typiclust", "loop.cold_screen=false"])) is None
+
+
+def test_cold_screen_must_be_a_bool(cfg_for, tmp_path):
+    from dualstream.validate import validate
+
+    with pytest.raises(ConfigError, match="loop.cold_screen: expected true or false"):
+        validate(cfg_for(["loop.cold_start=typiclust", "loop.cold_screen=maybe"]), tmp_path / "run", check_files=False)

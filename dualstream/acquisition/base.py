@@ -29,6 +29,8 @@ class PoolView:
         uncertainty: ``(N,)`` float, the task model's per-item uncertainty; higher = more uncertain.
         queried: ``(N,)`` bool, already asked (labelled or skipped); never offered again.
         extras: strategy-specific ``(N, ...)`` arrays (e.g. MC-dropout samples, gradient embeddings).
+        excluded: ``(N,)`` bool or None, items ruled out of this selection without having been asked
+            (a lab's screened cold start): not candidates, and unlike queried items they cover nothing.
     """
 
     embedding: np.ndarray
@@ -36,14 +38,22 @@ class PoolView:
     uncertainty: np.ndarray
     queried: np.ndarray
     extras: Mapping[str, np.ndarray] = field(default_factory=dict)
+    excluded: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.queried.shape[0])
 
     @property
+    def available(self) -> np.ndarray:
+        """``(N,)`` bool, the items that may be picked now: neither queried nor excluded."""
+        if self.excluded is None:
+            return ~self.queried
+        return ~self.queried & ~np.asarray(self.excluded, dtype=bool)
+
+    @property
     def candidates(self) -> np.ndarray:
-        """``(M,)`` int64 indices of items that may still be queried."""
-        return np.flatnonzero(~self.queried)
+        """``(M,)`` int64 indices of items that may be picked now (see :attr:`available`)."""
+        return np.flatnonzero(self.available)
 
 
 @dataclass(frozen=True)
@@ -105,11 +115,12 @@ def acquire(name: str, view: PoolView, batch_size: int, rng: np.random.Generator
         raise ConfigError(f"acquisition.name='{name}' is not a known strategy; choose one of {sorted(REGISTRY)}")
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
-    n_left = int((~view.queried).sum())
+    available = view.available
+    n_left = int(available.sum())
     if n_left == 0:
         raise EmptyPoolError("no unqueried items left in the pool; lower loop.rounds or loop.batch")
     selection = REGISTRY[name](view, min(batch_size, n_left), rng, **params)
     idx = np.asarray(selection.indices, dtype=np.int64)
-    if len(np.unique(idx)) != len(idx) or view.queried[idx].any():
-        raise RuntimeError(f"strategy '{name}' returned duplicate or already-queried indices")  # a bug, not input
+    if len(np.unique(idx)) != len(idx) or not available[idx].all():
+        raise RuntimeError(f"strategy '{name}' returned duplicate, already-queried or excluded indices")  # a bug, not input
     return Selection(idx, np.asarray(selection.utilities, dtype=np.float64))

@@ -76,7 +76,7 @@ def coreset_acquisition(view: PoolView, batch_size: int, rng: np.random.Generato
     utilities = np.full(len(view), np.nan)
     utilities[cand] = np.sqrt(min_d2[cand])
     avail = min_d2.copy()
-    avail[view.queried] = -np.inf
+    avail[~view.available] = -np.inf
     avail[picks] = -np.inf
     while len(picks) < batch_size:
         p = int(np.argmax(avail))
@@ -233,7 +233,7 @@ def probcover_acquisition(
     cand = view.candidates
     utilities = np.full(n, np.nan)
     utilities[cand] = counts[cand]
-    counts[view.queried] = -np.inf
+    counts[~view.available] = -np.inf
     picks: list[int] = []
     while len(picks) < batch_size:
         p = int(np.argmax(counts))
