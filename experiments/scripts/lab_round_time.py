@@ -1,6 +1,6 @@
 """Wall time and peak memory of a lab's suggest rounds on a 30 x 512 x 512 volume (issue 11).
 
-    python experiments/scripts/lab_round_time.py WORKDIR [--data ../shared/data/epfl_hippocampus] [--json]
+    python experiments/scripts/lab_round_time.py WORKDIR [--data ../shared/data/epfl_hippocampus] [--override KEY=VALUE ...]
 
 Builds an OME-Zarr of 30 sections of 512 x 512 (the 20 EPFL CA1 training sections cropped at the top
 left, then 10 of them cropped at the bottom right: a stand-in of the right size, 5 nm voxels) and the
@@ -75,14 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("workdir", type=Path)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/epfl_hippocampus"))
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--override", action="append", default=[],
+                        help="a config override for both suggest calls (repeatable), e.g. encoder=simclr")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     project = args.workdir / "project"
     if project.exists():
         raise SystemExit(f"{project} exists: give an empty WORKDIR")
     image, truth = build_volume(args.data, args.workdir)
-    suggest = [str(BIN / "dualstream-suggest"), f"project={project}", f"data.image={image}", f"loop.batch={args.batch}", "progress=false"]
-    out = {"volume": "30 x 512 x 512 (OME-Zarr, 5 nm)", "batch": args.batch}
+    suggest = [str(BIN / "dualstream-suggest"), f"project={project}", f"data.image={image}", f"loop.batch={args.batch}", "progress=false",
+               *args.override]
+    out = {"volume": "30 x 512 x 512 (OME-Zarr, 5 nm)", "batch": args.batch, "overrides": args.override}
     out["suggest_cold_start"] = timed(suggest)
     labels = paint(project, 0, truth, args.workdir / "painted_0.h5")
     out["ingest"] = timed([str(BIN / "dualstream-ingest"), str(project), labels, "--label-threshold", "127"])
