@@ -65,11 +65,11 @@ def test_three_rounds_of_suggest_and_ingest_ask_what_the_simulated_loop_asks(tmp
     from dualstream.runner import run
 
     # The simulated loop: sections 0-3 of the sample, the last held out as test, so its pool is 0-2; with
-    # the lab loop's encoders (SimCLR alone: conf/suggest.yaml).
+    # the lab loop's encoders (the default dualstream's VAE weight and SimCLR veto) and screened cold start.
     sim = _compose(
         "config",
         [*TINY, "data.sections=0:4", "loop.initial=4", "loop.batch=4", "loop.rounds=2", "loop.cold_start=typiclust",
-         "encoder=simclr", "~screen_encoder", f"paths.cache_dir={tmp_path / 'cache_sim'}"],
+         f"paths.cache_dir={tmp_path / 'cache_sim'}"],
     )
     run(sim, tmp_path / "sim")
     expected = LoopState.load(tmp_path / "sim").proposed

@@ -78,13 +78,17 @@ def test_which_encoders_each_strategy_and_preset_selects(overrides, expected):
     assert not cfg.get("screen_encoder") or cfg.screen_encoder.steps == cfg.encoder.steps  # trained as long
 
 
-def test_the_lab_loop_keeps_simclr_alone():
+def test_the_lab_loop_uses_the_default_encoders_and_a_screened_cold_start():
+    """conf/suggest.yaml: the default dualstream's VAE weight and SimCLR veto (BENCHMARKS §7, session 20)."""
+    from dualstream.runner import cold_screen_params
+
     _register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="suggest", overrides=["project=p", "data.image=v.zarr"])
-        asked = compose(config_name="suggest", overrides=["project=p", "data.image=v.zarr", "encoder=vae", "screen_encoder=simclr"])
-    assert cfg.acquisition.name == "dualstream" and _encoders(cfg) == ("simclr", None)
-    assert _encoders(asked) == ("vae", "simclr")
+        asked = compose(config_name="suggest", overrides=["project=p", "data.image=v.zarr", "encoder=simclr", "~screen_encoder"])
+    assert cfg.acquisition.name == "dualstream" and _encoders(cfg) == ("vae", "simclr")
+    assert cfg.loop.cold_start == "typiclust" and cold_screen_params(cfg)["screen_z"] == 3.5
+    assert _encoders(asked) == ("simclr", None)
 
 
 def test_default_launcher_is_parallel_joblib():
