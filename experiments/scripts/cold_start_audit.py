@@ -20,7 +20,7 @@ trained: this measures the first batch only.
 
     python experiments/scripts/cold_start_audit.py --experiment mito_epfl mito_epfl_artifacts \\
         mito_epfl_clustered mito_epfl_foreign --seeds 0 1 2 3 4 5 6 7 8 9 --batch 8 16 --cache /work/cache \\
-        --json experiments/results/cold_start_audit/audit.json
+        --json experiments/results/cold_start_audit/audit.json --plot experiments/results/cold_start_audit/picks.png
 """
 
 from __future__ import annotations
@@ -37,7 +37,19 @@ from detect_proposal_counts import compose  # the scripts' one Hydra compose hel
 VARIANTS = ("simclr", "simclr+screen", "vae", "vae+screen")
 
 
-def audit(experiment: str, seeds: list[int], batches: list[int], cache: str | None) -> dict:
+#: How the figure names the settings and variants.
+NAMES = {"mito_epfl_artifacts": "scattered tiles", "mito_epfl_clustered": "whole sections", "mito_epfl_foreign": "foreign tissue",
+         "simclr": "SimCLR, unscreened", "vae+screen": "default, screened"}
+
+
+def audit(experiment: str, seeds: list[int], batches: list[int], cache: str | None, extra: list[str] = ()) -> tuple[dict, tuple]:
+    """Every variant's cold-start picks on ``experiment``'s pool for each seed and batch size.
+
+    Returns:
+        ``(result, (images, artifacts))``: the JSON-able result (``runs``: one row per seed x variant x
+        batch with its ``picks`` and counts) and, for the figure, the ``(N, P, P)`` pool and its ``(N,)``
+        artifact mask.
+    """
     from dualstream.acquisition import PoolView
     from dualstream.loop import cold_start_selection
     from dualstream.runner import COLD_SCREEN_DEFAULTS
@@ -46,7 +58,7 @@ def audit(experiment: str, seeds: list[int], batches: list[int], cache: str | No
     from dualstream.tasks import segment
     from dualstream.trainer import apply_cpu_threads
 
-    base = [f"experiment={experiment}", "progress=false", "logger=none", "trainer.cpu_threads=1"]
+    base = [f"experiment={experiment}", "progress=false", "logger=none", "trainer.cpu_threads=1", *extra]
     if cache:
         base.append(f"paths.cache_dir={cache}")
     cfg = compose([*base, "acquisition=dualstream"])
@@ -77,7 +89,38 @@ def audit(experiment: str, seeds: list[int], batches: list[int], cache: str | No
                 out["runs"].append({"seed": seed, "variant": variant, "batch": k, "picks": idx.tolist(),
                                     "on_artifacts": int(artifacts[idx].sum()), "with_foreground": int(foreground[idx].sum())})
         print(f"{experiment}: seed {seed} done", file=sys.stderr, flush=True)
-    return out
+    return out, (images, artifacts)
+
+
+def plot(results: list[dict], pools: list[tuple], path: str, rows=("simclr", "vae+screen")) -> None:
+    """The first seed's first batch (the smallest ``--batch``) in each artifact setting, one row per
+    variant in ``rows``: each pick's patch, outlined red when it lies on an artifact."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [(r, p) for r, p in zip(results, pools) if r["artifacts"]]
+    if not shown:
+        return
+    k = min(x["batch"] for x in shown[0][0]["runs"])
+    seed = shown[0][0]["runs"][0]["seed"]
+    fig, axes = plt.subplots(len(shown) * len(rows), k, figsize=(1.1 * k, 1.25 * len(shown) * len(rows)), squeeze=False)
+    for i, (r, (images, artifacts)) in enumerate(shown):
+        for j, variant in enumerate(rows):
+            picks = next(x["picks"] for x in r["runs"] if x["seed"] == seed and x["batch"] == k and x["variant"] == variant)
+            for c, ax in enumerate(axes[i * len(rows) + j]):
+                ax.imshow(np.asarray(images[picks[c]]), cmap="gray", vmin=0, vmax=1)
+                ax.set_xticks([]), ax.set_yticks([])
+                bad = bool(artifacts[picks[c]])
+                for side in ax.spines.values():
+                    side.set_color("red" if bad else "0.7"), side.set_linewidth(3 if bad else 0.5)
+            name = NAMES.get(r["experiment"], r["experiment"])
+            axes[i * len(rows) + j][0].set_ylabel(f"{name}\n{NAMES.get(variant, variant)}", fontsize=7)
+    fig.suptitle(f"cold start, seed {seed}: TypiClust's first {k} picks (red: on an artifact)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def table(results: list[dict]) -> str:
@@ -102,9 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", nargs="+", type=int, default=[8])
     parser.add_argument("--cache", default=None, help="encoder cache (paths.cache_dir of the sweeps): reuses their encoders")
     parser.add_argument("--json", default=None, help="write every pick here")
+    parser.add_argument("--plot", default=None, help="draw the first seed's picks, unscreened SimCLR against the screened default, here (.png)")
     args = parser.parse_args(argv)
-    results = [audit(e, args.seeds, args.batch, args.cache) for e in args.experiment]
+    audited = [audit(e, args.seeds, args.batch, args.cache) for e in args.experiment]
+    results = [a for a, _ in audited]
     print(table(results))
+    if args.plot:
+        plot(results, [p for _, p in audited], args.plot)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
