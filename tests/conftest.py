@@ -32,18 +32,13 @@ def tiny_overrides(tmp_path):
     return TINY + [f"paths.cache_dir={tmp_path / 'cache'}"]
 
 
-@pytest.fixture(scope="package")
-def cfg_for():
-    """Compose a shipped config with overrides, as the CLI would: ``cfg_for(["acquisition=uncertainty"])``
-    (``name="suggest"`` for the lab loop's). Composing only: nothing is validated or run."""
+def compose_config(overrides=(), name="config", hydra=False):
+    """Compose a shipped config with overrides, as the CLI would (``name="suggest"`` for the lab loop's;
+    ``hydra=True`` keeps the ``hydra`` node: launcher, sweeper). Composing only: nothing is validated or run."""
     from hydra import compose, initialize_config_dir
 
     from dualstream.cli import CONF_DIR, _register_resolvers
 
     _register_resolvers()
-
-    def make(overrides=(), name="config"):
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name=name, overrides=list(overrides))
-
-    return make
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=name, overrides=list(overrides), return_hydra_config=hydra)

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from dualstream.augment import EMAugment, gaussian_blur, intensity_jitter, random_dihedral, random_zflip
@@ -23,6 +22,8 @@ from dualstream.patches import block_starts, build_pools, depth_keys, extract_pa
 from dualstream.streams.pixel_stats import pixel_statistics
 from dualstream.streams.uncertainty import patch_uncertainty
 from dualstream.volume import Volume
+
+from conftest import compose_config
 
 
 def _v(arr: np.ndarray, source: str = "mem") -> Volume:
@@ -224,14 +225,6 @@ def test_uncertainty_reduces_over_all_voxels_of_a_block():
 # --- configs and the whole loop --------------------------------------------------------------------
 
 
-def _compose(overrides: list[str]):
-    from dualstream.cli import CONF_DIR, _register_resolvers
-
-    _register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
-
-
 @pytest.mark.parametrize(
     "extra, match",
     [
@@ -248,14 +241,14 @@ def test_validate_rejects_what_3d_blocks_do_not_support(extra, match):
     from dualstream.validate import validate
 
     with pytest.raises(ConfigError, match=match):
-        validate(_compose(["data.patch_depth=4", "logger=none", *extra]), check_files=False)
+        validate(compose_config(["data.patch_depth=4", "logger=none", *extra]), check_files=False)
 
 
 def test_the_suggested_3d_fix_validates(tmp_path):
     """The fix the 3D error names (the 3D SimCLR alone) composes and validates with the default acquisition."""
     from dualstream.validate import validate
 
-    cfg = _compose(["data.patch_depth=4", "logger=none", "encoder=simclr", "~screen_encoder", f"paths.cache_dir={tmp_path}"])
+    cfg = compose_config(["data.patch_depth=4", "logger=none", "encoder=simclr", "~screen_encoder", f"paths.cache_dir={tmp_path}"])
     assert cfg.acquisition.name == "dualstream" and not cfg.get("screen_encoder")
     validate(cfg, check_files=False)
 
@@ -263,7 +256,7 @@ def test_the_suggested_3d_fix_validates(tmp_path):
 def test_demo3d_preset_validates(tmp_path):
     from dualstream.validate import validate
 
-    cfg = _compose(["experiment=demo3d", "logger=none", f"paths.cache_dir={tmp_path}"])
+    cfg = compose_config(["experiment=demo3d", "logger=none", f"paths.cache_dir={tmp_path}"])
     assert cfg.data.patch_depth > 1
     validate(cfg, check_files=False)
 
@@ -272,7 +265,7 @@ def test_demo3d_preset_validates(tmp_path):
 def test_dense_task_runs_end_to_end_on_3d_blocks(tmp_path):
     from dualstream.runner import run
 
-    cfg = _compose([
+    cfg = compose_config([
         "data.patch_depth=4", "data.patch_size=16", "data.downsample=2",
         "encoder.steps=2", "encoder.batch_size=8", "model.steps=2", "model.batch_size=2", "model.module.width=4",
         "loop.initial=2", "loop.batch=2", "loop.rounds=1",

@@ -17,6 +17,8 @@ from dualstream.models.verifier import VerificationClassifier
 from dualstream.proposals import Proposals
 from dualstream.streams.verification_stream import VerificationStream
 
+from conftest import compose_config
+
 BIN = Path(sys.executable).parent
 RECORD_KEYS = {"round", "n_labeled", "n_queried", "n_skipped", "score", "stream_correlation", "seconds"}
 DETECT_METRICS = {"precision", "recall", "f1", "centroid_distance_nm", "roi_accuracy", "always_false_accuracy"}
@@ -108,16 +110,6 @@ def test_detect_run_end_to_end(tmp_path, tiny_overrides):
         assert 0.0 <= results[key] <= 1.0
 
 
-def _compose(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    from dualstream.cli import CONF_DIR, _register_resolvers
-
-    _register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=overrides)
-
-
 def test_user_errors_name_the_key_to_change(tmp_path, tiny_overrides):
     """No proposals -> lower the threshold; budget over the proposals -> say how many there are.
 
@@ -130,9 +122,9 @@ def test_user_errors_name_the_key_to_change(tmp_path, tiny_overrides):
     keep = [o for o in DETECT_TINY if not o.startswith(("task.detector.steps", "task.detector.threshold"))]
     base = [*tiny_overrides, *keep, "logger=none", "data.sections=0:2", "task.detector.steps=2"]
     with pytest.raises(EmptyPoolError, match=r"no proposals in the pool sections.*lower task\.detector\.threshold"):
-        run(_compose([*base, "task.detector.threshold=0.99999"]), tmp_path / "a")
+        run(compose_config([*base, "task.detector.threshold=0.99999"]), tmp_path / "a")
     with pytest.raises(ConfigError, match=r"loop asks for 40004 queries.*only \d+ pool proposals"):
-        run(_compose([*base, "task.detector.threshold=0.01", "loop.rounds=10000"]), tmp_path / "b")
+        run(compose_config([*base, "task.detector.threshold=0.01", "loop.rounds=10000"]), tmp_path / "b")
     assert len(list((tmp_path / "cache" / "detectors").glob("*/meta.json"))) == 1
 
 
@@ -145,11 +137,11 @@ def test_threshold_auto_on_held_out_tiles(tmp_path, tiny_overrides):
     keep = [o for o in DETECT_TINY if not o.startswith(("task.detector.steps", "task.detector.threshold"))]
     base = [*tiny_overrides, *keep, "logger=none", "data.sections=0:2", "task.detector.steps=2", "task.detector.target_recall=0.5"]
     with pytest.raises(ConfigError, match=r"calibration_patches=4 only acts with task\.detector\.threshold=auto"):
-        check_config(_compose([*base, "task.detector.threshold=0.5", "task.detector.calibration_patches=4"]))
+        check_config(compose_config([*base, "task.detector.threshold=0.5", "task.detector.calibration_patches=4"]))
     with pytest.raises(ConfigError, match=r"task\.detector\.calibration_patches"):
-        check_config(_compose([*base, "task.detector.threshold=auto", "task.detector.calibration_patches=-1"]))
-    trained = proposal_stage(_compose([*base, "task.detector.threshold=auto"]))
-    cfg = _compose([*base, "task.detector.threshold=auto", "task.detector.calibration_patches=4"])
+        check_config(compose_config([*base, "task.detector.threshold=auto", "task.detector.calibration_patches=-1"]))
+    trained = proposal_stage(compose_config([*base, "task.detector.threshold=auto"]))
+    cfg = compose_config([*base, "task.detector.threshold=auto", "task.detector.calibration_patches=4"])
     check_config(cfg)
     stage = proposal_stage(cfg)
     assert stage.probs.from_cache and stage.probs.key == trained.probs.key and stage.calibration_patches == 4
@@ -166,7 +158,7 @@ def test_full_pool_reference_verifies_every_proposal_once(tmp_path, tiny_overrid
     from dualstream.runner import run
 
     keep = [o for o in DETECT_TINY if not o.startswith("task.detector.threshold")]
-    cfg = _compose([*tiny_overrides, *keep, "logger=none", "data.sections=0:2", "task.detector.threshold=0.01", "loop.initial=all"])
+    cfg = compose_config([*tiny_overrides, *keep, "logger=none", "data.sections=0:2", "task.detector.threshold=0.01", "loop.initial=all"])
     results = run(cfg, tmp_path / "full")
     assert results.extra["full_pool"] is True
     assert [r.round for r in results.records] == [0]
@@ -178,8 +170,8 @@ def test_injected_artifacts_land_on_pool_proposals_and_are_skipped(tmp_path, tin
     from dualstream.runner import run
 
     base = [*tiny_overrides, *DETECT_TINY, "logger=none", "loop.initial=all"]
-    clean = run(_compose(base), tmp_path / "clean")
-    dirty = run(_compose([*base, "data.inject_artifacts=0.25"]), tmp_path / "dirty")
+    clean = run(compose_config(base), tmp_path / "clean")
+    dirty = run(compose_config([*base, "data.inject_artifacts=0.25"]), tmp_path / "dirty")
     n = dirty.extra["n_proposals_pool"]
     assert n == clean.extra["n_proposals_pool"] and clean.extra["n_artifacts"] == 0
     assert dirty.extra["n_artifacts"] == round(0.25 * n) > 0

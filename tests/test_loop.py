@@ -10,6 +10,8 @@ from dualstream.loop import ActiveLearningLoop, LoopSettings, stream_correlation
 from dualstream.oracle import SimulatedAnnotator
 from dualstream.streams.data_stream import DataStream
 
+from conftest import compose_config
+
 
 class FakeTask:
     """Task model whose score is the share of labelled patches and whose uncertainty is fixed."""
@@ -174,18 +176,18 @@ def test_the_cold_start_screen_steps_aside_when_it_would_leave_too_few(caplog):
     assert "not screening" in caplog.text
 
 
-def test_cold_screen_params_follow_the_acquisitions_screen(cfg_for):
+def test_cold_screen_params_follow_the_acquisitions_screen():
     from dualstream.runner import COLD_SCREEN_DEFAULTS, cold_screen_params
 
-    assert cold_screen_params(cfg_for([])) is None  # a random start: nothing to screen
-    own = cold_screen_params(cfg_for(["loop.cold_start=typiclust", "acquisition.params.screen_z=4.5"]))
+    assert cold_screen_params(compose_config([])) is None  # a random start: nothing to screen
+    own = cold_screen_params(compose_config(["loop.cold_start=typiclust", "acquisition.params.screen_z=4.5"]))
     assert own == {**COLD_SCREEN_DEFAULTS, "screen_z": 4.5}
-    assert cold_screen_params(cfg_for(["loop.cold_start=typiclust", "acquisition=uncertainty"])) == COLD_SCREEN_DEFAULTS
-    assert cold_screen_params(cfg_for(["loop.cold_start=typiclust", "loop.cold_screen=false"])) is None
+    assert cold_screen_params(compose_config(["loop.cold_start=typiclust", "acquisition=uncertainty"])) == COLD_SCREEN_DEFAULTS
+    assert cold_screen_params(compose_config(["loop.cold_start=typiclust", "loop.cold_screen=false"])) is None
 
 
-def test_cold_screen_must_be_a_bool(cfg_for, tmp_path):
+def test_cold_screen_must_be_a_bool(tmp_path):
     from dualstream.validate import validate
 
     with pytest.raises(ConfigError, match="loop.cold_screen: expected true or false"):
-        validate(cfg_for(["loop.cold_start=typiclust", "loop.cold_screen=maybe"]), tmp_path / "run", check_files=False)
+        validate(compose_config(["loop.cold_start=typiclust", "loop.cold_screen=maybe"]), tmp_path / "run", check_files=False)

@@ -9,7 +9,6 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from dualstream.datamodules import LazyPatches, patch_dataset
 from dualstream.errors import ConfigError
@@ -17,6 +16,8 @@ from dualstream.patches import extract_patches
 from dualstream.pool_store import PatchStore, PatchStoreWriter, pool_store_mode, quantise, quantised
 from dualstream.state import config_hash, pool_fingerprint
 from dualstream.volume import Volume
+
+from conftest import compose_config
 
 
 def _write(path, images, labels=None, chunk=4):
@@ -129,19 +130,11 @@ RUN = [
 ]
 
 
-def _compose(overrides: list[str]):
-    from dualstream.cli import CONF_DIR, _register_resolvers
-
-    _register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
-
-
 def _run(tmp_path, name, extra, make_hook=None):
     from dualstream.runner import run
     from dualstream.state import LoopState
 
-    cfg = _compose([*RUN, f"paths.cache_dir={tmp_path / name / 'cache'}", *extra])
+    cfg = compose_config([*RUN, f"paths.cache_dir={tmp_path / name / 'cache'}", *extra])
     results = run(cfg, tmp_path / name / "run", make_hook=make_hook)
     return results, LoopState.load(tmp_path / name / "run")
 
@@ -193,7 +186,7 @@ def test_a_disk_run_queries_what_the_memory_run_on_the_quantised_pool_queries(tm
 def test_what_needs_the_whole_pool_in_memory_is_refused_before_any_work(tmp_path, extra, match):
     from dualstream.runner import run
 
-    cfg = _compose([*RUN, f"paths.cache_dir={tmp_path / 'cache'}", "data.pool_store=disk", *extra])
+    cfg = compose_config([*RUN, f"paths.cache_dir={tmp_path / 'cache'}", "data.pool_store=disk", *extra])
     with pytest.raises(ConfigError, match=match) as err:
         run(cfg, tmp_path / "run")
     assert "\n" not in str(err.value)

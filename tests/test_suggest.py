@@ -12,15 +12,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
-from dualstream.cli import CONF_DIR, _register_resolvers
 from dualstream.errors import ConfigError, DataError
 from dualstream.project.ingest import ingest
 from dualstream.project.layout import ProjectInfo, round_dir
 from dualstream.project.queries import QueryTable
 from dualstream.sample import sample_path
 from dualstream.state import LoopState
+
+from conftest import compose_config
 
 TINY = [
     "encoder.steps=3",
@@ -35,12 +35,6 @@ TINY = [
 ]
 
 
-def _compose(name: str, overrides: list[str]):
-    _register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
-
-
 def _paint(project: Path, k: int, out: Path) -> str:
     """The scripted annotator: the sample's mitochondria inside round ``k``'s boxes, 0 elsewhere."""
     table = QueryTable.read(round_dir(project, k) / "queries.csv")
@@ -52,10 +46,10 @@ def _paint(project: Path, k: int, out: Path) -> str:
 
 
 def _suggest_cfg(project: Path, cache: Path, extra: list[str] = ()):
-    return _compose(
-        "suggest",
+    return compose_config(
         [*TINY, f"project={project}", f"data.image={sample_path()}:image", "data.sections=0:3", "loop.batch=4",
          f"paths.cache_dir={cache}", *extra],
+        name="suggest",
     )
 
 
@@ -66,8 +60,7 @@ def test_three_rounds_of_suggest_and_ingest_ask_what_the_simulated_loop_asks(tmp
 
     # The simulated loop: sections 0-3 of the sample, the last held out as test, so its pool is 0-2; with
     # the lab loop's encoders (the default dualstream's VAE weight and SimCLR veto) and screened cold start.
-    sim = _compose(
-        "config",
+    sim = compose_config(
         [*TINY, "data.sections=0:4", "loop.initial=4", "loop.batch=4", "loop.rounds=2", "loop.cold_start=typiclust",
          f"paths.cache_dir={tmp_path / 'cache_sim'}"],
     )
@@ -113,7 +106,7 @@ def test_a_simulated_run_without_labels_says_how_to_annotate(tmp_path):
     from dualstream.runner import make_annotator
     from dualstream.tasks import TaskSetup
 
-    cfg = _compose("config", TINY)
+    cfg = compose_config(TINY)
     setup = TaskSetup(items=np.zeros((4, 8, 8)), settings=None, streams=lambda: None, annotator=None)
     with pytest.raises(ConfigError, match="dualstream-suggest"):
         make_annotator(cfg, setup, tmp_path)

@@ -8,9 +8,9 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 
-from dualstream.cli import CONF_DIR, _register_resolvers
+from dualstream.cli import CONF_DIR
+from conftest import compose_config
 from test_cli import dualstream
 
 ROOT = CONF_DIR.parent
@@ -19,9 +19,7 @@ SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
 
 
 def _compose(*overrides: str):
-    _register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    return compose_config(overrides, hydra=True)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -82,10 +80,8 @@ def test_the_lab_loop_uses_the_default_encoders_and_a_screened_cold_start():
     """conf/suggest.yaml: the default dualstream's VAE weight and SimCLR veto (BENCHMARKS §7, session 20)."""
     from dualstream.runner import cold_screen_params
 
-    _register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="suggest", overrides=["project=p", "data.image=v.zarr"])
-        asked = compose(config_name="suggest", overrides=["project=p", "data.image=v.zarr", "encoder=simclr", "~screen_encoder"])
+    cfg = compose_config(["project=p", "data.image=v.zarr"], name="suggest")
+    asked = compose_config(["project=p", "data.image=v.zarr", "encoder=simclr", "~screen_encoder"], name="suggest")
     assert cfg.acquisition.name == "dualstream" and _encoders(cfg) == ("vae", "simclr")
     assert cfg.loop.cold_start == "typiclust" and cold_screen_params(cfg)["screen_z"] == 3.5
     assert _encoders(asked) == ("simclr", None)
