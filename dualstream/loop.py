@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
@@ -165,18 +165,16 @@ def cold_start_selection(
     from dualstream.acquisition.core import quality_screen
 
     n = len(view)
-    excluded = None
-    if screen:
-        excluded, _ = quality_screen(view, **dict(screen))
-        if excluded is not None:
-            excluded = excluded & ~view.queried
-            left = int((~view.queried & ~excluded).sum())
-            if left < k:
-                log.warning("cold start: the quality screen leaves %d items for a batch of %d; not screening", left, k)
-                excluded = None
-            else:
-                log.info("cold start: the quality screen rules out %d of %d items", int(excluded.sum()), n)
-    blind = PoolView(view.embedding, view.typicality, np.zeros(n), view.queried, view.extras, excluded)
+    blind = PoolView(view.embedding, view.typicality, np.zeros(n), view.queried, view.extras)
+    excluded = quality_screen(view, **dict(screen))[0] if screen else None
+    if excluded is not None:
+        screened = replace(blind, excluded=excluded & ~view.queried)
+        left = len(screened.candidates)
+        if left < k:
+            log.warning("cold start: the quality screen leaves %d items for a batch of %d; not screening", left, k)
+        else:
+            log.info("cold start: the quality screen rules out %d of %d items", int(screened.excluded.sum()), n)
+            blind = screened
     return acquire(name, blind, k, rng)
 
 
